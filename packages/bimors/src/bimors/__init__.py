@@ -1,0 +1,3 @@
+"""rs-bimors: model code arrives with its own issue."""
+
+__version__ = "0.1.0"

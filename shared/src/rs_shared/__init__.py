@@ -1,0 +1,3 @@
+"""rs-shared: the shared layer of rs-vlm."""
+
+__version__ = "0.1.0"
