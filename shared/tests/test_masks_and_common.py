@@ -75,7 +75,7 @@ def test_problems_strict_raises_and_collecting_keeps_all():
     p = Problems(strict=False)
     p.add("a.txt", "one")
     p.add("b.txt", "two", "line 4")
-    assert len(p) == 2 and bool(p) and str(p.items[1]) == "b.txt: record line 4: two"
+    assert len(p.items) == 2 and str(p.items[1]) == "b.txt: record line 4: two"
 
 
 def test_read_json_reports_truncation_with_position(tmp_path):
@@ -138,7 +138,7 @@ def test_manifest_detects_changed_missing_and_added_files(tmp_path):
     write_manifest(tmp_path, format="x", task="y", counts={"n": 2}, generator={"seed": 0})
     problems = Problems(strict=False)
     manifest = verify_manifest(tmp_path, problems)
-    assert not problems and manifest["counts"] == {"n": 2}
+    assert not problems.items and manifest["counts"] == {"n": 2}
     assert set(manifest["files"]) == {"a.txt", "sub/b.txt"}
     (tmp_path / "a.txt").write_text("changed")
     (tmp_path / "sub" / "b.txt").unlink()

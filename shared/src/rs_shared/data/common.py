@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -88,18 +88,24 @@ def require_keys(obj: object, keys: dict[str, type | tuple[type, ...]], file: st
     return True
 
 
-def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:
-    """Write JSON atomically (temporary file + rename), so a crash never leaves a truncated file."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; on success it is renamed onto ``path``, on
+    error removed. A crash therefore never leaves a truncated file under the final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent, ensure_ascii=False)
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:
+    """Write JSON atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=indent, ensure_ascii=False)
 
 
 class Record(Protocol):

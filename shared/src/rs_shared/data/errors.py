@@ -31,7 +31,8 @@ class Problems:
     """Where readers report format problems.
 
     ``strict=True`` raises the first problem; ``strict=False`` collects them in :attr:`items` and lets the
-    reader skip the broken record and continue.
+    reader skip the broken record and continue. (Deliberately no ``__len__``/``__bool__``: an empty collector
+    must stay truthy so ``problems or Problems()`` can never swap it for a strict one.)
     """
 
     strict: bool = True
@@ -42,12 +43,6 @@ class Problems:
         if self.strict:
             raise error
         self.items.append(error)
-
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
-    def __len__(self) -> int:
-        return len(self.items)
 
 
 def check_exists(path: str | os.PathLike, what: str, problems: Problems, record: object | None = None) -> bool:

@@ -315,3 +315,43 @@ def _cross(a: tuple, b: tuple, axis: int, bound: float) -> tuple[float, float]:
     p = [a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1])]
     p[axis] = bound
     return (p[0], p[1])
+
+
+def min_area_quad(points: np.ndarray) -> np.ndarray:
+    """The minimum-area rectangle enclosing ``points`` ``(K, 2)``, as ``(4, 2)`` corners clockwise on screen
+    from the top-most (then left-most) one.
+
+    A minimum-area enclosing rectangle has a side along an edge of the convex hull (Freeman & Shapira, 1975),
+    so each hull edge direction is tried.
+    """
+    hull = _convex_hull(np.asarray(points, dtype=np.float64).reshape(-1, 2))
+    if not len(hull):
+        raise ValueError("min_area_quad needs at least one point")
+    edges = np.roll(hull, -1, axis=0) - hull
+    theta = np.arctan2(edges[:, 1], edges[:, 0])
+    along = np.stack([np.cos(theta), np.sin(theta)], axis=1)  # (E, 2) unit edge directions
+    across = np.stack([-along[:, 1], along[:, 0]], axis=1)
+    u, v = hull @ along.T, hull @ across.T  # (K, E) coordinates in each edge's frame
+    best = int(np.argmin((u.max(0) - u.min(0)) * (v.max(0) - v.min(0))))
+    (u0, u1), (v0, v1) = (u[:, best].min(), u[:, best].max()), (v[:, best].min(), v[:, best].max())
+    corners = np.array([[u0, v0], [u1, v0], [u1, v1], [u0, v1]])
+    xy = corners[:, :1] * along[best] + corners[:, 1:] * across[best]
+    return sort_quad_vertices(xy.reshape(1, 8)).reshape(4, 2)
+
+
+def _convex_hull(points: np.ndarray) -> np.ndarray:
+    """Convex hull vertices (monotone chain), without repeats or collinear points."""
+    pts = np.unique(points, axis=0)  # sorted by x, then y
+    if len(pts) < 3:
+        return pts
+
+    def half(seq: np.ndarray) -> list[np.ndarray]:
+        chain: list[np.ndarray] = []
+        for p in seq:
+            while len(chain) >= 2 and ((chain[-1][0] - chain[-2][0]) * (p[1] - chain[-2][1])
+                                       - (chain[-1][1] - chain[-2][1]) * (p[0] - chain[-2][0])) <= 0:
+                chain.pop()
+            chain.append(p)
+        return chain[:-1]
+
+    return np.array(half(pts) + half(pts[::-1]))
