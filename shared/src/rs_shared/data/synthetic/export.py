@@ -1,0 +1,205 @@
+"""Synthetic scenes written in the real on-disk formats: the embedded default dataset of every CLI.
+
+:func:`synthesize` generates ``n`` scenes for one task, writes them with that format's own writer,
+validates what it wrote with the format's strict reader, and records a ``manifest.json`` (counts,
+checksums, generator version and seed). Sample ``i`` is generated from a seed derived from
+``(seed, task, i)``, so datasets are reproducible file for file and a sample does not depend on ``n``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ... import __version__
+from ..errors import Problems
+from ..formats import BY_NAME
+from ..manifest import write_manifest
+from .language import grounded_caption, qa_pairs, referring_expression
+from .scene import OBJECT_SCENE_CLASSES, SCENE_CLASSES, Scene, make_referring_scene, make_scene
+from .shapes import CATEGORIES, REFERRING_CATEGORIES
+
+TASKS = ("scene", "refseg", "gcg", "dota", "sft")
+DEFAULT_SIZE = {"scene": 64, "refseg": 64, "gcg": 128, "sft": 224, "dota": 1024}
+FORMAT = {"scene": "coop", "gcg": "geopixeld", "dota": "dota", "sft": "llava"}  # refseg: its layout
+SCENE_SPLIT_NAME = "synthetic_scenes"
+
+
+def sample_seed(seed: int, task: str, index: int) -> int:
+    """The generator seed of sample ``index`` of ``task`` in a dataset generated with ``seed``."""
+    entropy = [seed, TASKS.index(task), index]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def split_of(index: int, n: int, fractions: dict[str, float]) -> str:
+    """Deterministic split assignment: the first ``fractions[train]`` of the indices go to train, etc."""
+    edge = 0.0
+    for name, fraction in fractions.items():
+        edge += fraction
+        if index < round(edge * n):
+            return name
+    return name
+
+
+def synthesize(task: str, out: str | os.PathLike, n: int, seed: int = 0,
+               size: tuple[int, int] | int | None = None, layout: str = "rrsisd") -> dict:
+    """Generate ``n`` images for ``task`` (see :data:`TASKS`) into the empty or absent directory ``out``.
+
+    ``size`` is ``(W, H)`` or a side length (default :data:`DEFAULT_SIZE`); ``layout`` chooses the
+    referring-segmentation format (``"rrsisd"`` or ``"refsegrs"``). Returns the counts that
+    ``rs-data check`` reports for the written dataset.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    fmt_name = layout if task == "refseg" else FORMAT[task]
+    if fmt_name not in ("rrsisd", "refsegrs", *FORMAT.values()):
+        raise ValueError(f"unknown refseg layout {layout!r}; expected 'rrsisd' or 'refsegrs'")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; choose a new --out directory")
+    size = size or DEFAULT_SIZE[task]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+
+    seeds = [sample_seed(seed, task, i) for i in range(n)]
+    progress = tqdm(seeds, desc=f"synth {task}", unit="scene", leave=False)
+    _WRITERS[fmt_name](out, progress, size)
+
+    fmt = BY_NAME[fmt_name]
+    counts = fmt.validate(out, Problems())  # strict: what we wrote must read back cleanly
+    write_manifest(out, format=fmt_name, task=task, counts=counts, generator={
+        "name": "rs_shared.data.synthetic", "version": __version__, "seed": seed, "n": n, "size": list(size)})
+    return counts
+
+
+# --- one writer per format --------------------------------------------------------------------------
+
+def _write_scene(out: Path, seeds, size) -> None:
+    from ..scene_cls import write_dataset
+
+    n = len(seeds)
+    samples: dict[str, list] = {"train": [], "val": [], "test": []}
+    for i, s in enumerate(seeds):
+        label = i % len(SCENE_CLASSES)  # balanced classes; each class's images spread over the splits
+        scene = make_scene(s, size, SCENE_CLASSES[label])
+        split = split_of(i // len(SCENE_CLASSES), -(-n // len(SCENE_CLASSES)), _SPLITS)
+        samples[split].append((scene.image, label, SCENE_CLASSES[label]))
+    write_dataset(out, SCENE_SPLIT_NAME, samples, ext="png")
+
+
+def _referring(seeds, size):
+    for s in seeds:
+        scene, expression = make_referring_scene(s, size)
+        yield scene, expression
+
+
+def _write_rrsisd(out: Path, seeds, size) -> None:
+    from ..refseg import RRSISDImage, RRSISDObject, write_rrsisd
+
+    n = len(seeds)
+    images = []
+    for i, (scene, expr) in enumerate(_referring(seeds, size)):
+        objects = [RRSISDObject(CATEGORIES[o.category].noun, [o.polygon], [expr.text] if j == expr.target else [])
+                   for j, o in enumerate(scene.objects)]
+        images.append(RRSISDImage(f"{i:06d}.jpg", scene.image, split_of(i, n, _SPLITS), objects))
+    write_rrsisd(out, images, [CATEGORIES[c].noun for c in REFERRING_CATEGORIES])
+
+
+def _write_refsegrs(out: Path, seeds, size) -> None:
+    from ..refseg import RefSegRSItem, write_refsegrs
+
+    n = len(seeds)
+    by_split: dict[str, list] = {"train": [], "val": [], "test": []}
+    for i, (scene, expr) in enumerate(_referring(seeds, size)):
+        mask = scene.objects[expr.target].mask(scene.size[1], scene.size[0])
+        by_split[split_of(i, n, _SPLITS)].append(RefSegRSItem(f"{i:05d}", scene.image, mask, expr.text))
+    write_refsegrs(out, by_split)
+
+
+def _object_scene(s: int, i: int, size) -> Scene:
+    return make_scene(s, size, OBJECT_SCENE_CLASSES[i % len(OBJECT_SCENE_CLASSES)])
+
+
+def _write_gcg(out: Path, seeds, size) -> None:
+    from ..gcg import GCGTile, write_geopixeld
+
+    n = len(seeds)
+    tiles: dict[str, list] = {"train": [], "test": []}
+    for i, s in enumerate(seeds):
+        scene = _object_scene(s, i, size)
+        markup, groups = grounded_caption(scene, np.random.default_rng(s))
+        polygons = [[scene.objects[j].polygon for j in group] for group in groups]
+        tiles[split_of(i, n, {"train": 0.8, "test": 0.2})].append(GCGTile(f"S{i:05d}", scene.image, markup, polygons))
+    for split, items in tiles.items():
+        if items:
+            write_geopixeld(out, items, split)
+
+
+def _dota_image(scene: Scene, name: str):
+    from ..dota import DotaImage
+
+    keep = [j for j, o in enumerate(scene.objects) if CATEGORIES[o.category].dota is not None]
+    quads = scene.boxes("quad")
+    boxes = type(quads)(quads.data[keep], "quad", "pixel", scene.size)
+    return DotaImage(name, scene.image, boxes, tuple(CATEGORIES[scene.objects[j].category].dota for j in keep),
+                     np.array([int(scene.objects[j].difficult) for j in keep]), imagesource="synthetic",
+                     gsd=round(1 / scene.object_scale, 6))
+
+
+def _write_dota(out: Path, seeds, size) -> None:
+    from ..dota import write_dota
+
+    write_dota(out, [_dota_image(_object_scene(s, i, size), f"S{i:04d}") for i, s in enumerate(seeds)])
+
+
+def _write_sft(out: Path, seeds, size) -> None:
+    """Three kinds of records in turn: multi-turn QA (counting, presence, location, scene class,
+    description), detection of the DOTA classes (quadrilaterals), and grounding of a referring expression
+    (horizontal box). Boxes are integer pixels of the image, so every record says ``coords="pixel"``."""
+    from PIL import Image
+
+    from ..common import atomic_path
+    from ..conversations import Conversation, ImageItem, Message, TextItem, write_llava
+    from ..convert import detection_answer
+
+    records = []
+    for i, s in enumerate(seeds):
+        rng = np.random.default_rng(s)
+        scene = make_scene(s, size, SCENE_CLASSES[i % len(SCENE_CLASSES)])
+        path = out / "images" / f"S{i:05d}.png"
+        with atomic_path(path) as tmp:
+            Image.fromarray(scene.image).save(tmp, format="PNG")
+        kind, turns = _sft_turns(scene, rng, i, detection_answer)
+        messages = []
+        for k, (question, answer) in enumerate(turns):
+            content = (ImageItem(0), TextItem(question)) if k == 0 else (TextItem(question),)
+            messages += [Message("user", content), Message("assistant", (TextItem(answer),))]
+        records.append(Conversation(f"S{i:05d}", tuple(messages), (path,), source=f"synthetic:{kind}",
+                                    coords="pixel" if kind != "qa" else None))
+    write_llava(out / "sft.json", records, image_root=out)
+
+
+def _sft_turns(scene: Scene, rng: np.random.Generator, i: int,
+               detection_answer: Callable) -> tuple[str, list[tuple[str, str]]]:
+    if i % 3 == 1:
+        image = _dota_image(scene, "")
+        classes = sorted({c.dota.replace("-", " ") for c in CATEGORIES.values() if c.dota})
+        return "detection", [(f"Detect all {', '.join(classes)} in the image. Answer one object per line as "
+                              "x1,y1,x2,y2,x3,y3,x4,y4 class.", detection_answer(image.boxes.data, list(image.labels)))]
+    if i % 3 == 2:  # the first object, in random order, that an expression identifies uniquely
+        for target in rng.permutation(len(scene.objects)):
+            expr = referring_expression(scene, int(target), rng)
+            if expr is not None:
+                x1, y1, x2, y2 = (int(v) for v in scene.boxes("xyxy").data[expr.target])
+                return "grounding", [(f"Find {expr.text}. Answer as x1,y1,x2,y2.", f"{x1},{y1},{x2},{y2}")]
+    return "qa", [(qa.question, qa.answer) for qa in qa_pairs(scene, rng)]
+
+
+_SPLITS = {"train": 0.7, "val": 0.1, "test": 0.2}
+_WRITERS = {"coop": _write_scene, "rrsisd": _write_rrsisd, "refsegrs": _write_refsegrs,
+            "geopixeld": _write_gcg, "dota": _write_dota, "llava": _write_sft}

@@ -1,0 +1,128 @@
+"""Synthetic data written in every real format reads back equal to the generator's ground truth."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rs_shared.data import dota, gcg, refseg, scene_cls
+from rs_shared.data.conversations import TextItem, read_conversations
+from rs_shared.data.errors import Problems
+from rs_shared.data.gcg import parse_grounded_caption
+from rs_shared.data.manifest import read_manifest, verify_manifest
+from rs_shared.data.synthetic import CATEGORIES, OBJECT_SCENE_CLASSES, SCENE_CLASSES
+from rs_shared.data.synthetic import grounded_caption, make_referring_scene, make_scene
+from rs_shared.data.synthetic.export import sample_seed, split_of, synthesize
+
+N = 12
+
+
+def ground_truth_referring(i, size=(64, 64)):
+    return make_referring_scene(sample_seed(0, "refseg", i), size)
+
+
+def test_scene_classification_reads_back(tmp_path):
+    counts = synthesize("scene", tmp_path, n=2 * len(SCENE_CLASSES), seed=0)
+    split = scene_cls.read_split(tmp_path / "synthetic_scenes.json")
+    assert split.classnames == SCENE_CLASSES and counts["classes"] == len(SCENE_CLASSES)
+    samples = [s for name in scene_cls.SPLITS for s in split[name]]
+    assert len(samples) == 2 * len(SCENE_CLASSES)
+    for sample in samples:
+        # file names count per class; recover the generator index from the class and its order
+        k = int(sample.path.stem.rsplit("_", 1)[1])
+        i = k * len(SCENE_CLASSES) + sample.label
+        scene = make_scene(sample_seed(0, "scene", i), (64, 64), SCENE_CLASSES[sample.label])
+        np.testing.assert_array_equal(sample.load()["image"], scene.image)  # PNG: lossless
+
+
+@pytest.mark.parametrize("layout", ["rrsisd", "refsegrs"])
+def test_referring_segmentation_reads_back(tmp_path, layout):
+    synthesize("refseg", tmp_path, n=N, seed=0, layout=layout)
+    read = refseg.read_rrsisd if layout == "rrsisd" else refseg.read_refsegrs
+    records = [r for split in refseg.SPLITS for r in read(tmp_path, split)]
+    assert len(records) == N
+    for i, record in enumerate(records):
+        scene, expr = ground_truth_referring(i)
+        item = record.load()
+        assert record.split == split_of(i, N, {"train": 0.7, "val": 0.1, "test": 0.2})
+        assert item["expression"] == expr.text
+        np.testing.assert_array_equal(item["mask"], scene.objects[expr.target].mask(64, 64))
+        if layout == "refsegrs":  # TIFF: lossless; RRSIS-D images are JPEG like the real dataset
+            np.testing.assert_array_equal(item["image"], scene.image)
+        else:
+            assert np.abs(item["image"].astype(int) - scene.image).mean() < 8  # JPEG q95 on pixel noise
+            assert record.category == CATEGORIES[scene.objects[expr.target].category].noun
+
+
+def test_grounded_captions_read_back(tmp_path):
+    synthesize("gcg", tmp_path, n=N, seed=0)
+    samples = gcg.read_geopixeld(tmp_path / "GeoPixelD.json")
+    assert len(samples) == N
+    for sample in samples:
+        i = int(sample.name[1:])
+        s = sample_seed(0, "gcg", i)
+        scene = make_scene(s, (128, 128), OBJECT_SCENE_CLASSES[i % len(OBJECT_SCENE_CLASSES)])
+        markup, groups = grounded_caption(scene, np.random.default_rng(s))
+        item = sample.load()
+        assert sample.caption == parse_grounded_caption(markup)
+        np.testing.assert_array_equal(item["image"], scene.image)
+        masks = scene.instance_masks()
+        expected = np.stack([masks[group].any(axis=0) for group in groups])
+        np.testing.assert_array_equal(item["masks"], expected)
+
+
+def test_dota_reads_back(tmp_path):
+    synthesize("dota", tmp_path, n=3, seed=0, size=512)
+    samples = dota.read_dota(tmp_path)
+    assert len(samples) == 3
+    for i, sample in enumerate(samples):
+        scene = make_scene(sample_seed(0, "dota", i), (512, 512), OBJECT_SCENE_CLASSES[i % len(OBJECT_SCENE_CLASSES)])
+        keep = [j for j, o in enumerate(scene.objects) if CATEGORIES[o.category].dota]
+        np.testing.assert_array_equal(sample.boxes.data, scene.boxes("quad").data[keep])
+        assert sample.labels == tuple(CATEGORIES[scene.objects[j].category].dota for j in keep)
+        np.testing.assert_array_equal(sample.difficult, [scene.objects[j].difficult for j in keep])
+        np.testing.assert_array_equal(sample.load()["image"], scene.image)
+        assert sample.imagesource == "synthetic" and sample.gsd == pytest.approx(1 / scene.object_scale, rel=1e-5)
+
+
+def test_sft_reads_back(tmp_path):
+    synthesize("sft", tmp_path, n=6, seed=0, size=128)
+    conversations = read_conversations(tmp_path / "sft.json")
+    for i, conv in enumerate(conversations):
+        scene = make_scene(sample_seed(0, "sft", i), (128, 128), SCENE_CLASSES[i % len(SCENE_CLASSES)])
+        kinds = ["qa", "detection", "grounding" if scene.objects else "qa"]  # nothing to ground in farmland
+        assert conv.source == f"synthetic:{kinds[i % 3]}"
+        np.testing.assert_array_equal(conv.load()["images"][0], scene.image)
+        assert conv.coords == (None if conv.source == "synthetic:qa" else "pixel")
+        answers = [m.content[0].text for m in conv.messages if m.role == "assistant"]
+        if conv.source == "synthetic:grounding":
+            x1, y1, x2, y2 = map(int, answers[0].split(","))
+            boxes = scene.boxes("xyxy").data.astype(int).tolist()
+            assert [x1, y1, x2, y2] in boxes
+        if conv.source == "synthetic:detection":
+            n_dota = sum(CATEGORIES[o.category].dota is not None for o in scene.objects)
+            assert len(answers[0].splitlines()) == n_dota or answers[0] == "There are none."
+        assert all(isinstance(c, TextItem) for m in conv.messages[1:] for c in m.content)
+
+
+def test_generation_is_deterministic_and_manifested(tmp_path):
+    synthesize("refseg", tmp_path / "a", n=5, seed=3)
+    synthesize("refseg", tmp_path / "b", n=5, seed=3)
+    ma, mb = read_manifest(tmp_path / "a"), read_manifest(tmp_path / "b")
+    assert ma["files"] == mb["files"] and ma["generator"]["seed"] == 3 and ma["format"] == "rrsisd"
+    problems = Problems(strict=False)
+    verify_manifest(tmp_path / "a", problems)
+    assert not problems.items
+    # sample i does not depend on n
+    synthesize("refseg", tmp_path / "c", n=2, seed=3, layout="refsegrs")
+    first = refseg.read_refsegrs(tmp_path / "c", "train")[0].load()
+    assert first["expression"] == make_referring_scene(sample_seed(3, "refseg", 0))[1].text
+
+
+def test_synthesize_refuses_a_non_empty_directory(tmp_path):
+    (tmp_path / "x.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not empty"):
+        synthesize("scene", tmp_path, n=2)
+    with pytest.raises(ValueError, match="unknown task"):
+        synthesize("nope", tmp_path / "new", n=2)
+    assert json.loads(json.dumps(split_of(0, 1, {"train": 1.0}))) == "train"
