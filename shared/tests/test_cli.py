@@ -160,3 +160,15 @@ def test_convert_to_arrow_round_trips(datasets, tmp_path):
     assert sum(len(loaded[s]) for s in loaded) == 11 and set(loaded) == {"train", "val", "test"}
     row = loaded["train"][0]
     assert row["expression"] and row["mask"].size == (64, 64)
+
+
+def test_bad_arguments_are_usage_errors(tmp_path, capsys):
+    assert main(["synth", "--task", "scene", "--out", str(tmp_path / "a"), "-n", "0"]) == 2
+    assert "n must be at least 1" in capsys.readouterr().err
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "keep.txt").write_text("x")
+    assert main(["synth", "--task", "scene", "--out", str(tmp_path / "b")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "--task", "scene", "--out", str(tmp_path / "c"), "--size", "8"])
+    assert exit_info.value.code == 2

@@ -12,7 +12,7 @@ from rs_shared.data.gcg import parse_grounded_caption
 from rs_shared.data.manifest import read_manifest, verify_manifest
 from rs_shared.data.synthetic import CATEGORIES, OBJECT_SCENE_CLASSES, SCENE_CLASSES
 from rs_shared.data.synthetic import grounded_caption, make_referring_scene, make_scene
-from rs_shared.data.synthetic.export import sample_seed, split_of, synthesize
+from rs_shared.data.synthetic.export import SPLIT_FRACTIONS, sample_seed, split_of, synthesize
 
 N = 12
 
@@ -39,12 +39,12 @@ def test_scene_classification_reads_back(tmp_path):
 def test_referring_segmentation_reads_back(tmp_path, layout):
     synthesize("refseg", tmp_path, n=N, seed=0, layout=layout)
     read = refseg.read_rrsisd if layout == "rrsisd" else refseg.read_refsegrs
-    records = [r for split in refseg.SPLITS for r in read(tmp_path, split)]
+    records = [r for split in SPLIT_FRACTIONS for r in read(tmp_path, split)]  # generation order
     assert len(records) == N
     for i, record in enumerate(records):
         scene, expr = ground_truth_referring(i)
         item = record.load()
-        assert record.split == split_of(i, N, {"train": 0.7, "val": 0.1, "test": 0.2})
+        assert record.split == split_of(i, N, SPLIT_FRACTIONS)
         assert item["expression"] == expr.text
         np.testing.assert_array_equal(item["mask"], scene.objects[expr.target].mask(64, 64))
         if layout == "refsegrs":  # TIFF: lossless; RRSIS-D images are JPEG like the real dataset

@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataFormatError as e:
         print(f"rs-data: error: {e}", file=sys.stderr)
         return 1
-    except FileExistsError as e:
+    except (FileExistsError, ValueError) as e:  # bad arguments: a non-empty --out, -n 0, fractions > 1, ...
         print(f"rs-data: error: {e}", file=sys.stderr)
         return 2
     return 0

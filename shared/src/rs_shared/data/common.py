@@ -53,6 +53,8 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DataFormatError(path, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
         raise DataFormatError(path, f"not UTF-8 text: {e}") from None
+    except OSError as e:  # a directory, no permission, ...
+        raise DataFormatError(path, f"cannot read file: {e.strerror or e}") from None
 
 
 def read_jsonl(path: str | os.PathLike, problems: Problems) -> list[tuple[int, Any]]:
@@ -68,6 +70,8 @@ def read_jsonl(path: str | os.PathLike, problems: Problems) -> list[tuple[int, A
                         problems.add(path, f"invalid JSON: {e.msg}", f"line {lineno}")
     except FileNotFoundError:
         raise DataFormatError(path, "file is missing") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataFormatError(path, f"cannot read file: {e}") from None
     return out
 
 

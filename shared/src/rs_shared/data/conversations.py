@@ -230,7 +230,7 @@ def _parse_llava(obj: dict, root: Path) -> tuple[tuple[Message, ...], tuple[Path
     for t, turn in enumerate(turns):
         if not isinstance(turn, dict) or set(turn) != {"from", "value"}:
             raise _Invalid(f"turn {t}: expected an object with keys 'from' and 'value', got {turn!r:.80}")
-        if turn["from"] not in SPEAKER_ROLES:
+        if not isinstance(turn["from"], str) or turn["from"] not in SPEAKER_ROLES:
             raise _Invalid(f"turn {t}: unknown speaker from={turn['from']!r}; expected one of "
                            f"{', '.join(SPEAKER_ROLES)}")
         if not isinstance(turn["value"], str):
@@ -258,7 +258,7 @@ def _parse_unified(obj: dict, root: Path) -> tuple[tuple[Message, ...], tuple[Pa
         if not isinstance(turn, dict) or set(turn) != {"role", "content"}:
             raise _Invalid(f"message {t}: expected an object with keys 'role' and 'content', got {turn!r:.80}")
         role, content = turn["role"], turn["content"]
-        if role not in ROLE_SPEAKERS:
+        if not isinstance(role, str) or role not in ROLE_SPEAKERS:
             raise _Invalid(f"message {t}: unknown role {role!r}; expected system, user or assistant")
         if isinstance(content, str):
             items = [TextItem(content)] if content else []

@@ -27,6 +27,8 @@ TASKS = ("scene", "refseg", "gcg", "dota", "sft")
 DEFAULT_SIZE = {"scene": 64, "refseg": 64, "gcg": 128, "sft": 224, "dota": 1024}
 FORMAT = {"scene": "coop", "gcg": "geopixeld", "dota": "dota", "sft": "llava"}  # refseg: its layout
 SCENE_SPLIT_NAME = "synthetic_scenes"
+# Split fractions, assigned in this order: with few images test is filled before val.
+SPLIT_FRACTIONS = {"train": 0.7, "test": 0.2, "val": 0.1}
 
 
 def sample_seed(seed: int, task: str, index: int) -> int:
@@ -87,7 +89,7 @@ def _write_scene(out: Path, seeds, size) -> None:
     for i, s in enumerate(seeds):
         label = i % len(SCENE_CLASSES)  # balanced classes; each class's images spread over the splits
         scene = make_scene(s, size, SCENE_CLASSES[label])
-        split = split_of(i // len(SCENE_CLASSES), -(-n // len(SCENE_CLASSES)), _SPLITS)
+        split = split_of(i // len(SCENE_CLASSES), -(-n // len(SCENE_CLASSES)), SPLIT_FRACTIONS)
         samples[split].append((scene.image, label, SCENE_CLASSES[label]))
     write_dataset(out, SCENE_SPLIT_NAME, samples, ext="png")
 
@@ -106,7 +108,7 @@ def _write_rrsisd(out: Path, seeds, size) -> None:
     for i, (scene, expr) in enumerate(_referring(seeds, size)):
         objects = [RRSISDObject(CATEGORIES[o.category].noun, [o.polygon], [expr.text] if j == expr.target else [])
                    for j, o in enumerate(scene.objects)]
-        images.append(RRSISDImage(f"{i:06d}.jpg", scene.image, split_of(i, n, _SPLITS), objects))
+        images.append(RRSISDImage(f"{i:06d}.jpg", scene.image, split_of(i, n, SPLIT_FRACTIONS), objects))
     write_rrsisd(out, images, [CATEGORIES[c].noun for c in REFERRING_CATEGORIES])
 
 
@@ -117,7 +119,7 @@ def _write_refsegrs(out: Path, seeds, size) -> None:
     by_split: dict[str, list] = {"train": [], "val": [], "test": []}
     for i, (scene, expr) in enumerate(_referring(seeds, size)):
         mask = scene.objects[expr.target].mask(scene.size[1], scene.size[0])
-        by_split[split_of(i, n, _SPLITS)].append(RefSegRSItem(f"{i:05d}", scene.image, mask, expr.text))
+        by_split[split_of(i, n, SPLIT_FRACTIONS)].append(RefSegRSItem(f"{i:05d}", scene.image, mask, expr.text))
     write_refsegrs(out, by_split)
 
 
@@ -200,6 +202,5 @@ def _sft_turns(scene: Scene, rng: np.random.Generator, i: int,
     return "qa", [(qa.question, qa.answer) for qa in qa_pairs(scene, rng)]
 
 
-_SPLITS = {"train": 0.7, "val": 0.1, "test": 0.2}
 _WRITERS = {"coop": _write_scene, "rrsisd": _write_rrsisd, "refsegrs": _write_refsegrs,
             "geopixeld": _write_gcg, "dota": _write_dota, "llava": _write_sft}
