@@ -326,3 +326,18 @@ def test_torch_and_hf_dataset(dota_root):
         assert (row["imagesource"], row["gsd"]) == (sample.imagesource, sample.gsd)
         np.testing.assert_array_equal(np.asarray(row["image"]), sample.load()["image"])
     assert to_hf_dataset(samples[:1])[0]["boxes"][3] == [20, 80, 80, 70, 84, 94, 24, 104]
+
+
+def test_unlabelled_split_reads_images_only(tmp_path):
+    from rs_shared.data.dota import read_dota_images
+
+    (tmp_path / "images").mkdir()
+    for name, size in (("P0002", (40, 30)), ("P0001", (20, 10))):
+        Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(tmp_path / "images" / f"{name}.png")
+    samples = read_dota_images(tmp_path)
+    assert [s.name for s in samples] == ["P0001", "P0002"]
+    assert samples[1].boxes.image_size == (40, 30) and len(samples[1].boxes) == 0 and samples[1].labels == ()
+    tiles = tile_sample(samples[1], size=32, gap=8)
+    assert len(tiles) == 2 and all(len(t.labels) == 0 for t in tiles)
+    with pytest.raises(DataFormatError, match="image directory"):
+        read_dota_images(tmp_path / "nowhere")

@@ -168,6 +168,25 @@ def read_dota(root: str | os.PathLike, classes: Sequence[str] = DOTA_V1_0,
     return samples
 
 
+def read_dota_images(root: str | os.PathLike, problems: Problems | None = None) -> list[DotaSample]:
+    """The images of an unlabelled DOTA split (the official test set ships ``images/`` only), sorted by
+    name, as samples without objects: inputs for inference and :func:`tile_sample`, not ground truth."""
+    problems = Problems() if problems is None else problems
+    image_dir = Path(root) / "images"
+    if not check_exists(image_dir, "image directory 'images/'", problems):
+        return []
+    samples = []
+    for name, path in sorted(_index_images(image_dir, problems).items()):
+        try:
+            size = image_size(path, name)
+        except DataFormatError as e:
+            problems.add(e.file, e.message, e.record)
+            continue
+        samples.append(DotaSample(name, path, Boxes(np.zeros((0, 8)), "quad", "pixel", size), (),
+                                  np.zeros(0, dtype=np.int64)))
+    return samples
+
+
 def _index_images(image_dir: Path, problems: Problems) -> dict[str, Path]:
     images: dict[str, Path] = {}
     for path in sorted(image_dir.iterdir()):
