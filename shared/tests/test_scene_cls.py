@@ -119,7 +119,7 @@ def test_torch_dataset(scene_dir: Path):
 
 
 def test_hf_dataset(scene_dir: Path):
-    datasets = pytest.importorskip("datasets")
+    import datasets
     split = read_split(scene_dir / "sceneset.json")
     ds = to_hf_dataset(split.train, split.classnames)
     assert isinstance(ds.features["image"], datasets.Image)

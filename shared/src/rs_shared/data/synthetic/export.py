@@ -94,18 +94,13 @@ def _write_scene(out: Path, seeds, size) -> None:
     write_dataset(out, SCENE_SPLIT_NAME, samples, ext="png")
 
 
-def _referring(seeds, size):
-    for s in seeds:
-        scene, expression = make_referring_scene(s, size)
-        yield scene, expression
-
-
 def _write_rrsisd(out: Path, seeds, size) -> None:
     from ..refseg import RRSISDImage, RRSISDObject, write_rrsisd
 
     n = len(seeds)
     images = []
-    for i, (scene, expr) in enumerate(_referring(seeds, size)):
+    for i, s in enumerate(seeds):
+        scene, expr = make_referring_scene(s, size)
         objects = [RRSISDObject(CATEGORIES[o.category].noun, [o.polygon], [expr.text] if j == expr.target else [])
                    for j, o in enumerate(scene.objects)]
         images.append(RRSISDImage(f"{i:06d}.jpg", scene.image, split_of(i, n, SPLIT_FRACTIONS), objects))
@@ -117,7 +112,8 @@ def _write_refsegrs(out: Path, seeds, size) -> None:
 
     n = len(seeds)
     by_split: dict[str, list] = {"train": [], "val": [], "test": []}
-    for i, (scene, expr) in enumerate(_referring(seeds, size)):
+    for i, s in enumerate(seeds):
+        scene, expr = make_referring_scene(s, size)
         mask = scene.objects[expr.target].mask(scene.size[1], scene.size[0])
         by_split[split_of(i, n, SPLIT_FRACTIONS)].append(RefSegRSItem(f"{i:05d}", scene.image, mask, expr.text))
     write_refsegrs(out, by_split)
@@ -156,7 +152,7 @@ def _dota_image(scene: Scene, name: str):
 def _write_dota(out: Path, seeds, size) -> None:
     from ..dota import write_dota
 
-    write_dota(out, [_dota_image(_object_scene(s, i, size), f"S{i:04d}") for i, s in enumerate(seeds)])
+    write_dota(out, (_dota_image(_object_scene(s, i, size), f"S{i:04d}") for i, s in enumerate(seeds)))  # streamed
 
 
 def _write_sft(out: Path, seeds, size) -> None:
