@@ -293,19 +293,17 @@ def clip_polygon(points: np.ndarray, x0: float, y0: float, x1: float, y1: float)
     not overlap.
     """
     poly = [tuple(p) for p in np.asarray(points, dtype=np.float64).reshape(-1, 2)]
-    for axis, bound, keep_above in ((0, x0, True), (0, x1, False), (1, y0, True), (1, y1, False)):
+    for axis, bound, sign in ((0, x0, 1), (0, x1, -1), (1, y0, 1), (1, y1, -1)):
         if not poly:
             break
-        inside = (lambda p: p[axis] >= bound) if keep_above else (lambda p: p[axis] <= bound)
         out = []
         for i, cur in enumerate(poly):
             prev = poly[i - 1]
-            if inside(cur):
-                if not inside(prev):
-                    out.append(_cross(prev, cur, axis, bound))
-                out.append(cur)
-            elif inside(prev):
+            cur_in, prev_in = sign * (cur[axis] - bound) >= 0, sign * (prev[axis] - bound) >= 0
+            if cur_in != prev_in:
                 out.append(_cross(prev, cur, axis, bound))
+            if cur_in:
+                out.append(cur)
         poly = out
     return np.array(poly, dtype=np.float64).reshape(-1, 2)
 
