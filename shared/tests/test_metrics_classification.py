@@ -74,7 +74,7 @@ def test_accumulator_merge_equals_single_pass():
     for lo in range(0, 50, 20):
         part = ClassificationMetrics()
         part.update(torch.from_numpy(logits[lo:lo + 20]), torch.from_numpy(targets[lo:lo + 20]))
-        merged.merge(pickle.loads(pickle.dumps(part.state())))
+        merged.merge(pickle.loads(pickle.dumps(part.state())))  # safe: our own object, in memory
     assert merged.compute() == single.compute() == classification_metrics(logits, targets)
     assert len(merged) == 50
 

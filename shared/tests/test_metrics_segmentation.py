@@ -160,7 +160,7 @@ def test_merge_equals_single_pass_and_state_pickles():
         part.update(logits[k * 10:(k + 1) * 10], gts[k * 10:(k + 1) * 10])
     merged = RefSegMetrics()
     for part in parts:
-        merged.merge(pickle.loads(pickle.dumps(part.state())))   # as after all_gather_object
+        merged.merge(pickle.loads(pickle.dumps(part.state())))  # safe: in memory, as all_gather_object does
     assert merged.compute() == single.compute()
     np.testing.assert_array_equal(merged.ious, single.ious)
     assert len(RefSegMetrics().merge(parts[0]).merge(parts[1])) == 20
