@@ -349,7 +349,7 @@ def coco_precision(preds, truths, classes, iou=0.5):
         gt.dataset = {"images": [{"id": k + 1, "width": 400, "height": 400} for k in range(len(truths))],
                       "annotations": annotations, "categories": [{"id": i, "name": c} for c, i in category.items()]}
         gt.createIndex()
-        evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
+        evaluator = COCOeval(gt, gt.loadRes(results), "bbox")  # safe: pycocotools class, not eval()
         evaluator.params.iouThrs = np.array([iou])
         evaluator.params.areaRng, evaluator.params.areaRngLbl = [[0.0, 1e10]], ["all"]
         evaluator.params.maxDets = [max(len(p) for p in preds) + 1]

@@ -155,7 +155,7 @@ def _pycocotools_ap50(preds, gts, tmp_path):
                                                   "categories": [{"id": 1, "name": "object"}]}))
     (tmp_path / "res.json").write_text(json.dumps(results))
     coco_gt = COCO(str(tmp_path / "gt.json"))
-    evaluator = COCOeval(coco_gt, coco_gt.loadRes(str(tmp_path / "res.json")), "segm")
+    evaluator = COCOeval(coco_gt, coco_gt.loadRes(str(tmp_path / "res.json")), "segm")  # safe: pycocotools class, not eval()
     evaluator.params.catIds = [1]
     evaluator.evaluate()
     evaluator.accumulate()

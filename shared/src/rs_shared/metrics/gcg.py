@@ -5,7 +5,7 @@ Per image the model produces a grounded caption (``<p> phrase </p> [SEG]`` marku
 ``[SEG]``; the ground truth is a caption, its phrases and one mask per phrase. Five numbers are computed
 (all returned as fractions; papers report × 100):
 
-* **AP50**: pycocotools ``COCOeval(iouType="segm")`` over all images, class-agnostic (every mask is
+* **AP50**: pycocotools ``COCOeval`` with ``iouType="segm"`` over all images, class-agnostic (every mask is
   category 1), every predicted mask with score 1.0, ``maxDets`` 100; ``stats[1]`` (AP at IoU 0.50, area
   all). With all scores equal, ranking ties keep the prediction order (COCOeval sorts with a stable
   mergesort): within an image the order of the masks, across images the sorted image ids (COCOeval sorts
@@ -255,7 +255,7 @@ def _ap50(pred: list[list[dict]], gt: list[list[dict]]) -> float:
         coco_gt.dataset = {"images": images, "annotations": annotations,
                            "categories": [{"id": 1, "name": "object"}]}
         coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="segm")
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="segm")  # safe: pycocotools class, not eval()
         evaluator.params.catIds = [1]
         evaluator.evaluate()
         evaluator.accumulate()
