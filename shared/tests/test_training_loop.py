@@ -235,3 +235,21 @@ def test_one_output_dir_holds_one_run(tmp_path):
                   linear(), blobs(), step_fn)
     a, b = load_file(tmp_path / "run" / "final" / "model.safetensors"), load_file(other.model_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dataset_set_epoch_is_called_before_every_epoch_and_on_resume(tmp_path):
+    class EpochAware(list):
+        def __init__(self, items):
+            super().__init__(items)
+            self.epochs = []
+
+        def set_epoch(self, epoch):
+            self.epochs.append(epoch)
+
+    data = EpochAware(blobs(32))  # 4 steps per epoch at batch 8
+    train(config(tmp_path, max_steps=10, save_every=5), linear(), data, step_fn)
+    assert data.epochs == [0, 1, 2]
+    resumed = EpochAware(blobs(32))
+    train(config(tmp_path, max_steps=12, resume=str(tmp_path / "run" / "checkpoints" / "step_000010")),
+          linear(), resumed, step_fn)
+    assert resumed.epochs == [2]  # step 10 is mid-epoch 2; steps 11-12 finish it

@@ -160,6 +160,8 @@ def train(config: TrainConfig, model: torch.nn.Module, train_dataset: Sequence,
     """Train ``model`` on ``train_dataset`` as ``config`` says; return the final step, logs and paths.
 
     Args:
+        train_dataset: a map-style dataset; if it has ``set_epoch(epoch)``, it is called before each epoch
+            (also when resuming), so per-item randomness can be derived from ``(seed, epoch, index)``.
         step_fn: ``step_fn(model, batch) -> loss`` or ``(loss, logs)``: forward and loss on one
             micro-batch (already on the device); ``logs`` values are averaged and logged.
         eval_fn: ``eval_fn(model, accelerator) -> {metric: value}``, called on every process under
@@ -225,6 +227,8 @@ def train(config: TrainConfig, model: torch.nn.Module, train_dataset: Sequence,
         if n_micro == 0:  # only after resuming with another batch layout at the very end of an epoch
             state.epoch, state.samples_in_epoch = state.epoch + 1, 0
             continue
+        if hasattr(train_dataset, "set_epoch"):  # per-epoch randomness of the dataset (augmentation, sampling)
+            train_dataset.set_epoch(state.epoch)
         batches = iter(loader)
         micro_losses, micro_logs = [], []
         for i in range(n_micro):
