@@ -4,7 +4,6 @@ initialisation (§1.8), the Swin padding order, save/load round trips and loadin
 import math
 
 import pytest
-import timm
 import torch
 from safetensors.torch import save_file
 from timm.models.swin_transformer import SwinTransformerBlock

@@ -1,0 +1,202 @@
+"""ICIPNet training on ``rs_shared.training``: configuration, model/data construction and the run.
+
+The recipe of the paper (spec §4) is the ``refsegrs.yaml`` / ``rrsisd.yaml`` preset: AdamW lr 3e-5, weight
+decay 0.01 except Swin's norms and relative-position tables and the per-stage output norms, poly decay
+(power 0.9) per iteration, 40 epochs, batch 4, loss 0.9·weighted CE + 0.1·Dice, BERT embeddings and its
+last two layers frozen, model selection by validation oIoU (one expression per ref). Without a dataset
+root it trains on synthetic RRSIS-D data written by ``rs_shared`` (the embedded default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rs_shared.training import GroupRule, OptimConfig, ScheduleConfig, TrainConfig, build_accelerator, save_config, train
+
+from .configuration import IcipNetConfig
+from .data import RandomBoxes, RefSegEvalDataset, RefSegTrainDataset, collate, ensure_synthetic, load_split
+from .evaluation import evaluate
+from .loss import icipnet_loss
+from .modeling import IcipNetModel
+from .tokenizer import build_synthetic_tokenizer, load_tokenizer
+
+PRESETS = {"tiny": IcipNetConfig.tiny, "paper": IcipNetConfig.paper, "rmsin": IcipNetConfig.rmsin}
+
+
+
+def param_groups(weight_decay: float) -> list[GroupRule]:
+    """The official optimiser's groups (spec §4): only Swin's norms and relative-position tables and the
+    per-stage output LayerNorms (the official ``backbone.norm{i}``) skip weight decay; everything else,
+    biases and the decoder included, decays."""
+    return [GroupRule(r"^swin\..*(norm|relative_position_bias_table|absolute_pos_embed)", weight_decay=0.0),
+            GroupRule(r"^fusion\.\d+\.norm\.", weight_decay=0.0),
+            GroupRule(r"", weight_decay=weight_decay)]
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class ModelSection:
+    preset: str = field(default="tiny", metadata=_help("tiny (CPU, synthetic), paper (Swin-B + BERT-base) or rmsin "
+                                                       "(the RMSIN baseline)"))
+    use_icip: bool | None = field(default=None, metadata=_help("image-conditioned instance prompts (default: preset)"))
+    use_bif: bool | None = field(default=None, metadata=_help("bilateral information fusion (default: preset)"))
+    icip_condition: bool | None = field(default=None, metadata=_help("paper eq. 4 (true) or the code's raw "
+                                                                     "prompts (false)"))
+    num_prompts: int | None = field(default=None, metadata=_help("instance prompts M per stage"))
+    decoder_norm: str | None = field(default=None, metadata=_help("dyt (ICIPNet) or batchnorm (RMSIN)"))
+    swin: str = field(default="", metadata=_help("local Swin-B weights: timm safetensors file (e.g. "
+                                                 "timm/swin_base_patch4_window12_384.ms_in22k) or the official "
+                                                 "swin_base_patch4_window12_384_22k.pth"))
+    bert: str = field(default="", metadata=_help("local bert-base-uncased directory (weights + tokenizer)"))
+    init: str = field(default="", metadata=_help("start from a trained ICIPNet (save_pretrained directory)"))
+    random_init: bool = field(default=False, metadata=_help("allow the paper preset without pretrained backbones"))
+
+    def validate(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"model.preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+
+
+@dataclass
+class DataSection:
+    root: str = field(default="", metadata=_help("RRSIS-D or RefSegRS root; empty: synthetic RRSIS-D data"))
+    synthetic_dir: str = field(default="data/icipnet-synthetic",
+                               metadata=_help("where the synthetic dataset is written (reused when it exists)"))
+    synthetic_n: int = field(default=4000, metadata=_help("synthetic images (70 % train, 10 % val, 20 % test)"))
+    synthetic_seed: int = field(default=0, metadata=_help("seed of the synthetic dataset"))
+    train_split: str = field(default="train", metadata=_help("split to train on"))
+    val_split: str = field(default="val", metadata=_help("split for model selection (one expression per ref)"))
+    overlap: str = field(default="union", metadata=_help("RRSIS-D mask parts: union, or official (sum == 1)"))
+    random_boxes: bool = field(default=True, metadata=_help("RMSIN's black-box augmentation on 20 percent of the refs"))
+    box_size: int = field(default=32, metadata=_help("side of the black boxes in original-image pixels"))
+    tokenizer: str = field(default="", metadata=_help("BERT tokenizer directory (default: model.bert, or a "
+                                                      "tokenizer built for the synthetic vocabulary)"))
+    val_max: int = field(default=0, metadata=_help("validate on the first N refs of val_split only; 0 = all"))
+    eval_batch_size: int = field(default=16, metadata=_help("batch size of validation"))
+
+
+@dataclass
+class IcipNetTrainConfig:
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        output_dir="runs/icipnet", seed=2014, epochs=40, batch_size=4, log_every=20,
+        optim=OptimConfig(name="adamw", lr=3e-5, weight_decay=0.01),
+        schedule=ScheduleConfig(name="poly", power=0.9)))
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+
+
+def model_config(section: ModelSection, vocab_size: int | None = None) -> IcipNetConfig:
+    """The :class:`IcipNetConfig` of a preset with the section's switches applied."""
+    overrides = {k: v for k, v in dataclasses.asdict(section).items()
+                 if k in ("use_icip", "use_bif", "icip_condition", "num_prompts", "decoder_norm") and v is not None}
+    if section.preset == "tiny":
+        return IcipNetConfig.tiny(**({"vocab_size": vocab_size} if vocab_size else {}), **overrides)
+    return PRESETS[section.preset](**overrides)
+
+
+def build_model(section: ModelSection, vocab_size: int | None = None) -> IcipNetModel:
+    """A model to train: from a trained ICIPNet, from pretrained backbones, or (tiny / explicitly asked)
+    randomly initialised. The paper presets refuse to start from random backbones unless ``random_init``."""
+    if section.init:
+        return IcipNetModel.from_pretrained(section.init)
+    config = model_config(section, vocab_size)
+    if section.swin or section.bert:
+        if not (section.swin and section.bert):
+            raise ValueError("give both model.swin (Swin-B weights) and model.bert (bert-base-uncased directory)")
+        return IcipNetModel.from_backbones(config, swin=section.swin, bert=section.bert)
+    if section.preset != "tiny" and not section.random_init:
+        raise FileNotFoundError(
+            f"the {section.preset} preset starts from pretrained backbones: set model.swin to a local Swin-B "
+            "file (timm/swin_base_patch4_window12_384.ms_in22k model.safetensors) and model.bert to a local "
+            "bert-base-uncased directory, or model.random_init=true to train from scratch")
+    return IcipNetModel(config)
+
+
+def tokenizer_for(cfg: IcipNetTrainConfig, out: Path):
+    """The BERT tokenizer: data.tokenizer, else model.bert, else one built for the synthetic vocabulary."""
+    if cfg.data.tokenizer or cfg.model.bert:
+        return load_tokenizer(cfg.data.tokenizer or cfg.model.bert)
+    if cfg.model.init:
+        return load_tokenizer(cfg.model.init)
+    return build_synthetic_tokenizer(out / "tokenizer")
+
+
+def data_root(cfg: IcipNetTrainConfig, image_size: int) -> Path:
+    if cfg.data.root:
+        return Path(cfg.data.root)
+    return ensure_synthetic(cfg.data.synthetic_dir, cfg.data.synthetic_n, cfg.data.synthetic_seed, image_size)
+
+
+class _KeepBest:
+    """Saves ``<output_dir>/best`` (save_pretrained + tokenizer) whenever validation oIoU improves."""
+
+    def __init__(self, model, tokenizer, out: Path, accelerator):
+        self.model, self.tokenizer, self.out, self.accelerator = model, tokenizer, out, accelerator
+        self.best = -1.0
+
+    def on_step_end(self, state) -> None:
+        if not state.eval_history or state.eval_history[-1]["step"] != state.step:
+            return
+        score = state.eval_history[-1]["oIoU"]
+        if score > self.best:
+            self.best = score
+            if self.accelerator.is_main_process:
+                self.accelerator.unwrap_model(self.model).save_pretrained(self.out / "best")
+                self.tokenizer.save_pretrained(self.out / "best")
+                (self.out / "best" / "eval.json").write_text(json.dumps(state.eval_history[-1], indent=1))
+
+
+def run(cfg: IcipNetTrainConfig) -> dict[str, Any]:
+    """Train as ``cfg`` says; returns the final and best validation metrics and the output paths."""
+    out = Path(cfg.train.output_dir)
+    accelerator = build_accelerator(cfg.train)
+    with accelerator.main_process_first():
+        tokenizer = tokenizer_for(cfg, out)
+        model = build_model(cfg.model, vocab_size=len(tokenizer))
+        size = model.config.image_size
+        root = data_root(cfg, size)
+    if accelerator.is_main_process:
+        save_config(out / "train_config.yaml", cfg)
+    n_text = model.config.max_text_len
+    train_set = RefSegTrainDataset(
+        load_split(root, cfg.data.train_split, cfg.data.overlap), tokenizer, size, n_text, seed=cfg.train.seed,
+        random_boxes=RandomBoxes(size=cfg.data.box_size) if cfg.data.random_boxes else None)
+    val_records = load_split(root, cfg.data.val_split, cfg.data.overlap)
+    if cfg.data.val_max:
+        keep = set(sorted({r.ref_id for r in val_records})[:cfg.data.val_max])
+        val_records = [r for r in val_records if r.ref_id in keep]
+    val_set = RefSegEvalDataset(val_records, tokenizer, size, n_text, mode="per_ref", seed=cfg.train.seed)
+    ce_weights, dice_weight = model.config.ce_weights, model.config.dice_weight
+
+    def step_fn(model, batch):
+        logits = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"]).logits
+        return icipnet_loss(logits, batch["labels"], ce_weights, dice_weight)
+
+    def eval_fn(model, accelerator):
+        metrics = evaluate(accelerator.unwrap_model(model), val_set, batch_size=cfg.data.eval_batch_size,
+                           accelerator=accelerator)
+        return {k: v for k, v in metrics.compute().items() if k != "n"}
+
+    best = _KeepBest(model, tokenizer, out, accelerator)
+    result = train(cfg.train, model, train_set, step_fn, collate_fn=collate, eval_fn=eval_fn,
+                   param_groups=param_groups(cfg.train.optim.weight_decay), callbacks=[best], accelerator=accelerator)
+    if accelerator.is_main_process:
+        final = out / "model"
+        accelerator.unwrap_model(model).save_pretrained(final)
+        tokenizer.save_pretrained(final)
+    accelerator.wait_for_everyone()
+    return {"step": result.step, "eval": result.eval, "best_oIoU": best.best, "model": str(out / "model"),
+            "best": str(out / "best"), "data": str(root)}
+
+
+def trainable_summary(model: torch.nn.Module) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return f"{trainable:,} trainable of {total:,} parameters"
