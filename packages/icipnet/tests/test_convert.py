@@ -12,7 +12,10 @@ import torch
 from rs_shared.data.errors import DataFormatError
 
 from icipnet import IcipNetConfig, IcipNetModel
+from icipnet.cli import convert_main
 from icipnet.convert import convert_official_state_dict, from_official, load_official_checkpoint
+from icipnet.tokenizer import build_synthetic_tokenizer
+from transformers import BertTokenizer
 
 CONFIGS = {
     "icipnet": IcipNetConfig.tiny(),
@@ -320,3 +323,29 @@ def test_hints_for_the_other_preset():
     icipnet = official_state_dict(perturbed_model(CONFIGS["icipnet"]))
     with pytest.raises(DataFormatError, match=r"use use_bif=True.*unmapped official keys.*lambda_"):
         convert_official_state_dict(icipnet, CONFIGS["rmsin"])
+
+
+def test_convert_cli_writes_a_directory_that_predicts_like_the_checkpoint(case, tmp_path, capsys):
+    config, _, _, path = case
+    config.to_json_file(tmp_path / "config.json")
+    tokenizer_dir = tmp_path / "tokenizer"
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "car"]))
+    BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(tokenizer_dir)
+    out = tmp_path / "converted"
+    assert convert_main(["--checkpoint", str(path), "--model-config", str(tmp_path / "config.json"),
+                         "--tokenizer", str(tokenizer_dir), "--out", str(out)]) == 0
+    converted, direct = IcipNetModel.from_pretrained(out).eval(), from_official(path, config)
+    expected = direct.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in converted.state_dict().items())
+    pixel_values, input_ids, attention_mask = inputs(config)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(pixel_values, input_ids, attention_mask).logits,
+                                   direct(pixel_values, input_ids, attention_mask).logits, rtol=1e-5, atol=1e-6)
+    assert (out / "tokenizer.json").exists()
+    assert convert_main(["--checkpoint", str(tmp_path / "missing.pth"), "--tokenizer", str(tokenizer_dir),
+                         "--out", str(out)]) == 1
+    assert "missing.pth" in capsys.readouterr().err
+    build_synthetic_tokenizer(tokenizer_dir)  # 351 ids for a 300-id BERT
+    assert convert_main(["--checkpoint", str(path), "--model-config", str(tmp_path / "config.json"),
+                         "--tokenizer", str(tokenizer_dir), "--out", str(out)]) == 1
+    assert "351 ids" in capsys.readouterr().err

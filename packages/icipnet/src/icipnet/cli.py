@@ -1,6 +1,7 @@
-"""Command-line tools: ``icipnet-train``, ``icipnet-eval`` and ``icipnet-predict``.
+"""Command-line tools: ``icipnet-train``, ``icipnet-eval``, ``icipnet-predict`` and ``icipnet-convert``.
 
-``icipnet-train --config configs/tiny-synthetic.yaml`` trains on the embedded synthetic data; the
+``icipnet-convert`` turns an official ICIPNet/RMSIN checkpoint into a ``save_pretrained`` directory that
+the other two tools read. ``icipnet-train --config configs/tiny-synthetic.yaml`` trains on the embedded synthetic data; the
 packaged presets (``tiny-synthetic``, ``rrsisd``, ``refsegrs``) are found by name or as
 ``configs/<name>.yaml`` from any directory. ``icipnet-eval`` scores a trained model by the official
 protocol (with the language controls) and writes ``report.json``, ``report.md`` and a picture of
@@ -245,3 +246,45 @@ def predict_command(args: argparse.Namespace) -> Path:
     write_json(path, {"image": str(args.image), "model": str(args.model), "size": [image.shape[1], image.shape[0]],
                       "predictions": entries}, indent=2)
     return path
+
+
+# --- icipnet-convert --------------------------------------------------------------------------------------
+
+def convert_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="icipnet-convert",
+        description="Convert a checkpoint of the official ICIPNet (Ren-by/ICIPNet) or RMSIN (Lsan2401/RMSIN) code into "
+                    "a save_pretrained directory (safetensors + config + tokenizer) for icipnet-eval / -predict. "
+                    "The file is read with torch.load(weights_only=True); every key and shape is checked.")
+    parser.add_argument("--checkpoint", required=True, help="the official .pth file (e.g. model_best_rrsisd.pth)")
+    parser.add_argument("--preset", choices=("paper", "rmsin"), default="paper",
+                        help="the checkpoint's network: paper (ICIPNet) or rmsin (the RMSIN baseline)")
+    parser.add_argument("--model-config", help="an IcipNetConfig config.json instead of --preset (e.g. a run with "
+                                               "num_prompts=5, the paper's ablation setting)")
+    parser.add_argument("--tokenizer", required=True, help="local bert-base-uncased directory (its tokenizer files)")
+    parser.add_argument("--out", required=True, help="output directory")
+    return parser
+
+
+def convert_main(argv: Sequence[str] | None = None) -> int:
+    from .configuration import IcipNetConfig
+    from .convert import from_official
+    from .tokenizer import load_tokenizer
+
+    args = convert_parser().parse_args(argv)
+    try:
+        tokenizer = load_tokenizer(args.tokenizer)
+        if args.model_config:
+            config = IcipNetConfig.from_json_file(args.model_config)
+        else:
+            config = IcipNetConfig.paper() if args.preset == "paper" else IcipNetConfig.rmsin()
+        if len(tokenizer) > config.text_config.vocab_size:
+            raise ValueError(f"{args.tokenizer}: the tokenizer has {len(tokenizer)} ids but the model's BERT only "
+                             f"{config.text_config.vocab_size} (use the tokenizer the checkpoint was trained with)")
+        model = from_official(args.checkpoint, config)
+    except (DataFormatError, FileNotFoundError, ValueError, OSError) as e:
+        return _fail("icipnet-convert", e)
+    model.save_pretrained(args.out)
+    tokenizer.save_pretrained(args.out)
+    print(f"wrote {args.out}")
+    return 0

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from rs_shared.training import GroupRule, OptimConfig, ScheduleConfig, TrainConfig, build_accelerator, save_config, train
 
 from .configuration import IcipNetConfig
@@ -195,8 +194,3 @@ def run(cfg: IcipNetTrainConfig) -> dict[str, Any]:
     return {"step": result.step, "eval": result.eval, "best_oIoU": best.best, "model": str(out / "model"),
             "best": str(out / "best"), "data": str(root)}
 
-
-def trainable_summary(model: torch.nn.Module) -> str:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return f"{trainable:,} trainable of {total:,} parameters"
