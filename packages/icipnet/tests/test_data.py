@@ -277,3 +277,27 @@ def test_ensure_synthetic_reuses_a_matching_dataset_and_refuses_others(synthetic
     Image.new("RGB", (32, 32)).save(image, format="JPEG")
     with pytest.raises(DataFormatError, match="checksum differs"):
         ensure_synthetic(damaged, n=3, seed=0, size=32)
+
+
+def test_cached_datasets_decode_each_record_once_and_give_the_same_items(multi_root, tokenizer, monkeypatch):
+    records = load_split(multi_root, "train")
+    boxes = RandomBoxes(fraction=1.0, size=4)
+    plain = RefSegTrainDataset(records, tokenizer, SIZE, MAX_LEN, random_boxes=boxes)
+    expected = {}
+    for epoch in (0, 1):
+        plain.set_epoch(epoch)
+        expected[epoch] = [plain[i] for i in range(len(plain))]
+    cached = RefSegTrainDataset(records, tokenizer, SIZE, MAX_LEN, random_boxes=boxes, cache=True)
+    loads = []
+    original = type(records[0]).load
+    monkeypatch.setattr(type(records[0]), "load", lambda self: loads.append(self.sent_id) or original(self))
+    for epoch in (0, 1, 0, 1):
+        cached.set_epoch(epoch)
+        for i in range(len(cached)):  # boxes are pasted on a copy: the cached image stays clean
+            item = cached[i]
+            assert all(torch.equal(item[k], expected[epoch][i][k]) for k in ("pixel_values", "input_ids", "labels"))
+    assert len(loads) == len(set(loads)) >= len(cached)  # each record decoded once
+    evaluation = RefSegEvalDataset(records, tokenizer, SIZE, MAX_LEN, cache=True)
+    loads.clear()
+    first, again = [evaluation[i] for i in range(len(evaluation))], [evaluation[i] for i in range(len(evaluation))]
+    assert len(loads) == len(evaluation) and all(torch.equal(a["labels"], b["labels"]) for a, b in zip(first, again))

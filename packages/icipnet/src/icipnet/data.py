@@ -153,13 +153,22 @@ class _RefSegBase(torch.utils.data.Dataset):
     """Records grouped by ref (:func:`rs_shared.data.refseg.group_by_ref`) with every expression tokenised."""
 
     def __init__(self, records: Sequence[RefSegSample], tokenizer: BertTokenizer, image_size: int,
-                 max_text_len: int, seed: int):
+                 max_text_len: int, seed: int, cache: bool = False):
+        self.cache: dict[int, dict] | None = {} if cache else None
         self.groups = group_by_ref(records)
         self.records = [r for group in self.groups for r in group]  # grouped order; rows of the token tensors
         self.offsets = np.cumsum([0] + [len(g) for g in self.groups[:-1]]).tolist()
         self.input_ids, self.attention_mask = tokenize_expressions(
             tokenizer, [r.expression for r in self.records], max_text_len)
         self.image_size, self.seed = image_size, seed
+
+    def _load(self, row: int) -> dict[str, Any]:
+        """The record's image and mask, decoded once and kept when the dataset caches (per process)."""
+        if self.cache is None:
+            return self.records[row].load()
+        if row not in self.cache:
+            self.cache[row] = self.records[row].load()
+        return self.cache[row]
 
     def _item(self, row: int, image: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
         record = self.records[row]
@@ -179,8 +188,9 @@ class RefSegTrainDataset(_RefSegBase):
     """
 
     def __init__(self, records: Sequence[RefSegSample], tokenizer: BertTokenizer, image_size: int,
-                 max_text_len: int, seed: int = 0, random_boxes: RandomBoxes | None = RandomBoxes()):
-        super().__init__(records, tokenizer, image_size, max_text_len, seed)
+                 max_text_len: int, seed: int = 0, random_boxes: RandomBoxes | None = RandomBoxes(),
+                 cache: bool = False):
+        super().__init__(records, tokenizer, image_size, max_text_len, seed, cache)
         self.random_boxes = random_boxes
         self.boxed = random_boxes.select(len(self.groups), seed) if random_boxes is not None else frozenset()
         self.epoch = 0
@@ -195,7 +205,7 @@ class RefSegTrainDataset(_RefSegBase):
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         row = self.offsets[index] + int(rng.integers(len(self.groups[index])))
-        sample = self.records[row].load()
+        sample = self._load(row)
         image = self.random_boxes(sample["image"], rng) if index in self.boxed else sample["image"]
         return self._item(row, image, sample["mask"])
 
@@ -210,8 +220,8 @@ class RefSegEvalDataset(_RefSegBase):
     """
 
     def __init__(self, records: Sequence[RefSegSample], tokenizer: BertTokenizer, image_size: int,
-                 max_text_len: int, mode: Literal["per_ref", "all"] = "all", seed: int = 0):
-        super().__init__(records, tokenizer, image_size, max_text_len, seed)
+                 max_text_len: int, mode: Literal["per_ref", "all"] = "all", seed: int = 0, cache: bool = False):
+        super().__init__(records, tokenizer, image_size, max_text_len, seed, cache)
         if mode == "all":
             self.rows = list(range(len(self.records)))
         elif mode == "per_ref":
@@ -226,7 +236,7 @@ class RefSegEvalDataset(_RefSegBase):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]
-        sample = self.records[row].load()
+        sample = self._load(row)
         return self._item(row, sample["image"], sample["mask"])
 
 

@@ -77,6 +77,8 @@ class DataSection:
     box_size: int = field(default=32, metadata=_help("side of the black boxes in original-image pixels"))
     tokenizer: str = field(default="", metadata=_help("BERT tokenizer directory (default: model.bert, or a "
                                                       "tokenizer built for the synthetic vocabulary)"))
+    cache: bool = field(default=False, metadata=_help("keep decoded images and masks in memory after first use "
+                                                      "(small datasets such as the synthetic one)"))
     val_max: int = field(default=0, metadata=_help("validate on the first N refs of val_split only; 0 = all"))
     eval_batch_size: int = field(default=16, metadata=_help("batch size of validation"))
 
@@ -166,12 +168,13 @@ def run(cfg: IcipNetTrainConfig) -> dict[str, Any]:
     n_text = model.config.max_text_len
     train_set = RefSegTrainDataset(
         load_split(root, cfg.data.train_split, cfg.data.overlap), tokenizer, size, n_text, seed=cfg.train.seed,
-        random_boxes=RandomBoxes(size=cfg.data.box_size) if cfg.data.random_boxes else None)
+        random_boxes=RandomBoxes(size=cfg.data.box_size) if cfg.data.random_boxes else None, cache=cfg.data.cache)
     val_records = load_split(root, cfg.data.val_split, cfg.data.overlap)
     if cfg.data.val_max:
         keep = set(sorted({r.ref_id for r in val_records})[:cfg.data.val_max])
         val_records = [r for r in val_records if r.ref_id in keep]
-    val_set = RefSegEvalDataset(val_records, tokenizer, size, n_text, mode="per_ref", seed=cfg.train.seed)
+    val_set = RefSegEvalDataset(val_records, tokenizer, size, n_text, mode="per_ref", seed=cfg.train.seed,
+                                cache=cfg.data.cache)
     ce_weights, dice_weight = model.config.ce_weights, model.config.dice_weight
 
     def step_fn(model, batch):
