@@ -126,3 +126,19 @@ def test_synthesize_refuses_a_non_empty_directory(tmp_path):
     with pytest.raises(ValueError, match="unknown task"):
         synthesize("nope", tmp_path / "new", n=2)
     assert json.loads(json.dumps(split_of(0, 1, {"train": 1.0}))) == "train"
+
+
+def test_referring_objects_can_be_drawn_larger_and_the_manifest_says_so(tmp_path):
+    synthesize("refseg", tmp_path / "big", n=4, seed=0, object_scale=1.3, layout="refsegrs")
+    synthesize("refseg", tmp_path / "default", n=4, seed=0, layout="refsegrs")
+    assert read_manifest(tmp_path / "big")["generator"]["object_scale"] == 1.3
+    assert "object_scale" not in read_manifest(tmp_path / "default")["generator"]
+    big = refseg.read_refsegrs(tmp_path / "big", "train")[0].load()
+    scene, expr = make_referring_scene(sample_seed(0, "refseg", 0), (64, 64), 0.6 * 1.3)
+    assert big["expression"] == expr.text
+    np.testing.assert_array_equal(big["mask"], scene.objects[expr.target].mask(64, 64))
+    default = refseg.read_refsegrs(tmp_path / "default", "train")[0].load()
+    assert big["mask"].sum() > 1.3 * default["mask"].sum()
+    with pytest.raises(ValueError, match="only available for refseg"):
+        synthesize("scene", tmp_path / "scene", n=2, object_scale=2.0)
+

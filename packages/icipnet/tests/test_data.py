@@ -268,6 +268,8 @@ def test_ensure_synthetic_reuses_a_matching_dataset_and_refuses_others(synthetic
         ensure_synthetic(synthetic_root, n=20, seed=4, size=64)
     with pytest.raises(DataFormatError, match=r"n=20 \(wanted 21\).*size=\[64, 64\] \(wanted \[32, 32\]\)"):
         ensure_synthetic(synthetic_root, n=21, seed=3, size=32)
+    with pytest.raises(DataFormatError, match=r"object_scale=1.0 \(wanted 1.3\)"):
+        ensure_synthetic(synthetic_root, n=20, seed=3, size=64, object_scale=1.3)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("not a dataset")
     with pytest.raises(DataFormatError, match="no manifest.json"):

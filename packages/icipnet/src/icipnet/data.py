@@ -66,11 +66,12 @@ def load_split(root: str | os.PathLike, split: str, overlap: Overlap = "union",
                                 "RefSegRS layout (images/, masks/, output_phrase_<split>.txt)")
 
 
-def ensure_synthetic(root: str | os.PathLike, n: int, seed: int = 0, size: int = 64) -> Path:
+def ensure_synthetic(root: str | os.PathLike, n: int, seed: int = 0, size: int = 64, object_scale: float = 1.0) -> Path:
     """The embedded default dataset: a synthetic RRSIS-D dataset of ``n`` ``size × size`` images at ``root``.
 
-    An absent or empty ``root`` is filled with :func:`rs_shared.data.synthetic.export.synthesize`. An
-    existing one must have been generated with the same ``n``, ``seed`` and ``size`` (read from its
+    An absent or empty ``root`` is filled with :func:`rs_shared.data.synthetic.export.synthesize` (objects
+    ``object_scale`` times the generator's default size). An existing one must have been generated with the
+    same ``n``, ``seed``, ``size`` and ``object_scale`` (read from its
     ``manifest.json``) and be unmodified (every checksum of the manifest matches); otherwise
     :class:`DataFormatError` says what differs. Under several processes call it on the main process first.
     """
@@ -78,7 +79,7 @@ def ensure_synthetic(root: str | os.PathLike, n: int, seed: int = 0, size: int =
 
     root = Path(root)
     if not root.exists() or not any(root.iterdir()):
-        synthesize("refseg", root, n=n, seed=seed, size=size)
+        synthesize("refseg", root, n=n, seed=seed, size=size, object_scale=object_scale)
         return root
     manifest = read_manifest(root)
     if manifest is None:
@@ -86,9 +87,10 @@ def ensure_synthetic(root: str | os.PathLike, n: int, seed: int = 0, size: int =
                                     "dataset; choose an empty directory or remove this one")
     generator = manifest.get("generator") if isinstance(manifest.get("generator"), dict) else {}
     found = {"task": manifest.get("task"), "format": manifest.get("format"), "generator": generator.get("name"),
-             "n": generator.get("n"), "seed": generator.get("seed"), "size": generator.get("size")}
+             "n": generator.get("n"), "seed": generator.get("seed"), "size": generator.get("size"),
+             "object_scale": generator.get("object_scale", 1.0)}
     wanted = {"task": "refseg", "format": "rrsisd", "generator": SYNTHETIC_GENERATOR, "n": n, "seed": seed,
-              "size": [size, size]}
+              "size": [size, size], "object_scale": object_scale}
     differ = [f"{k}={found[k]!r} (wanted {v!r})" for k, v in wanted.items() if found[k] != v]
     if differ:
         raise DataFormatError(root / MANIFEST, "the synthetic dataset here was generated with " + ", ".join(differ)

@@ -70,6 +70,8 @@ class DataSection:
                                metadata=_help("where the synthetic dataset is written (reused when it exists)"))
     synthetic_n: int = field(default=4000, metadata=_help("synthetic images (70 % train, 10 % val, 20 % test)"))
     synthetic_seed: int = field(default=0, metadata=_help("seed of the synthetic dataset"))
+    synthetic_object_scale: float = field(default=1.0, metadata=_help("synthetic objects this many times larger "
+                                                                      "than the generator's default"))
     train_split: str = field(default="train", metadata=_help("split to train on"))
     val_split: str = field(default="val", metadata=_help("split for model selection (one expression per ref)"))
     overlap: str = field(default="union", metadata=_help("RRSIS-D mask parts: union, or official (sum == 1)"))
@@ -132,7 +134,8 @@ def tokenizer_for(cfg: IcipNetTrainConfig, out: Path):
 def data_root(cfg: IcipNetTrainConfig, image_size: int) -> Path:
     if cfg.data.root:
         return Path(cfg.data.root)
-    return ensure_synthetic(cfg.data.synthetic_dir, cfg.data.synthetic_n, cfg.data.synthetic_seed, image_size)
+    return ensure_synthetic(cfg.data.synthetic_dir, cfg.data.synthetic_n, cfg.data.synthetic_seed, image_size,
+                            cfg.data.synthetic_object_scale)
 
 
 class _KeepBest:

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image size N or WxH (defaults: scene/refseg 64, gcg 128, sft 224, dota 1024)")
     p.add_argument("--layout", choices=("rrsisd", "refsegrs"), default="rrsisd",
                    help="refseg only: RRSIS-D (REFER pickle + COCO JSON) or RefSegRS (TIFF + phrase files)")
+    p.add_argument("--object-scale", type=float, default=1.0,
+                   help="refseg only: draw objects this many times larger than the default (e.g. 1.3)")
 
     p = sub.add_parser("check", help="detect a dataset's format and validate every record",
                        description="Detect the format of DIR, validate every record and the manifest (when "
@@ -186,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "synth":
             from .synthetic.export import synthesize
 
-            counts = synthesize(args.task, args.out, n=args.n, seed=args.seed, size=args.size, layout=args.layout)
+            counts = synthesize(args.task, args.out, n=args.n, seed=args.seed, size=args.size, layout=args.layout,
+                                object_scale=args.object_scale)
             print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         elif args.command == "check":
             report = check_dir(args.dir)

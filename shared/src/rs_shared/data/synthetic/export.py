@@ -20,7 +20,7 @@ from ..errors import Problems
 from ..formats import BY_NAME
 from ..manifest import write_manifest
 from .language import grounded_caption, qa_pairs, referring_expression
-from .scene import OBJECT_SCENE_CLASSES, SCENE_CLASSES, Scene, make_referring_scene, make_scene
+from .scene import OBJECT_SCENE_CLASSES, REFERRING_SCALE, SCENE_CLASSES, Scene, make_referring_scene, make_scene
 from .shapes import CATEGORIES, REFERRING_CATEGORIES
 
 TASKS = ("scene", "refseg", "gcg", "dota", "sft")
@@ -48,15 +48,18 @@ def split_of(index: int, n: int, fractions: dict[str, float]) -> str:
 
 
 def synthesize(task: str, out: str | os.PathLike, n: int, seed: int = 0,
-               size: tuple[int, int] | int | None = None, layout: str = "rrsisd") -> dict:
+               size: tuple[int, int] | int | None = None, layout: str = "rrsisd", object_scale: float = 1.0) -> dict:
     """Generate ``n`` images for ``task`` (see :data:`TASKS`) into the empty or absent directory ``out``.
 
     ``size`` is ``(W, H)`` or a side length (default :data:`DEFAULT_SIZE`); ``layout`` chooses the
-    referring-segmentation format (``"rrsisd"`` or ``"refsegrs"``). Returns the counts that
-    ``rs-data check`` reports for the written dataset.
+    referring-segmentation format (``"rrsisd"`` or ``"refsegrs"``); ``object_scale`` (refseg only) draws
+    the objects that many times larger than the default (recorded in the manifest when not 1). Returns the
+    counts that ``rs-data check`` reports for the written dataset.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    if object_scale <= 0 or (object_scale != 1.0 and task != "refseg"):
+        raise ValueError(f"object_scale must be > 0 and is only available for refseg, got {object_scale} for {task}")
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     fmt_name = layout if task == "refseg" else FORMAT[task]
@@ -70,12 +73,14 @@ def synthesize(task: str, out: str | os.PathLike, n: int, seed: int = 0,
 
     seeds = [sample_seed(seed, task, i) for i in range(n)]
     progress = tqdm(seeds, desc=f"synth {task}", unit="scene", leave=False)
-    _WRITERS[fmt_name](out, progress, size)
+    _WRITERS[fmt_name](out, progress, size, **({"object_scale": object_scale} if task == "refseg" else {}))
 
     fmt = BY_NAME[fmt_name]
     counts = fmt.validate(out, Problems())  # strict: what we wrote must read back cleanly
-    write_manifest(out, format=fmt_name, task=task, counts=counts, generator={
-        "name": "rs_shared.data.synthetic", "version": __version__, "seed": seed, "n": n, "size": list(size)})
+    generator = {"name": "rs_shared.data.synthetic", "version": __version__, "seed": seed, "n": n, "size": list(size)}
+    if object_scale != 1.0:
+        generator["object_scale"] = object_scale
+    write_manifest(out, format=fmt_name, task=task, counts=counts, generator=generator)
     return counts
 
 
@@ -94,26 +99,30 @@ def _write_scene(out: Path, seeds, size) -> None:
     write_dataset(out, SCENE_SPLIT_NAME, samples, ext="png")
 
 
-def _write_rrsisd(out: Path, seeds, size) -> None:
+def _referring_scene(seed: int, size, object_scale: float):
+    return make_referring_scene(seed, size, REFERRING_SCALE * min(size) / 64 * object_scale)
+
+
+def _write_rrsisd(out: Path, seeds, size, object_scale: float = 1.0) -> None:
     from ..refseg import RRSISDImage, RRSISDObject, write_rrsisd
 
     n = len(seeds)
     images = []
     for i, s in enumerate(seeds):
-        scene, expr = make_referring_scene(s, size)
+        scene, expr = _referring_scene(s, size, object_scale)
         objects = [RRSISDObject(CATEGORIES[o.category].noun, [o.polygon], [expr.text] if j == expr.target else [])
                    for j, o in enumerate(scene.objects)]
         images.append(RRSISDImage(f"{i:06d}.jpg", scene.image, split_of(i, n, SPLIT_FRACTIONS), objects))
     write_rrsisd(out, images, [CATEGORIES[c].noun for c in REFERRING_CATEGORIES])
 
 
-def _write_refsegrs(out: Path, seeds, size) -> None:
+def _write_refsegrs(out: Path, seeds, size, object_scale: float = 1.0) -> None:
     from ..refseg import RefSegRSItem, write_refsegrs
 
     n = len(seeds)
     by_split: dict[str, list] = {"train": [], "val": [], "test": []}
     for i, s in enumerate(seeds):
-        scene, expr = make_referring_scene(s, size)
+        scene, expr = _referring_scene(s, size, object_scale)
         mask = scene.objects[expr.target].mask(scene.size[1], scene.size[0])
         by_split[split_of(i, n, SPLIT_FRACTIONS)].append(RefSegRSItem(f"{i:05d}", scene.image, mask, expr.text))
     write_refsegrs(out, by_split)
