@@ -66,7 +66,7 @@ def test_paper_decoder_shapes_on_small_grids():
 def test_tiny_shapes_and_finite_gradients():
     config = IcipNetConfig.tiny()
     cim, decoder = CrossScaleInteraction(config), Decoder(config)
-    assert cim.num_tokens == 4 + 1 + 1
+    assert cim.num_tokens == 16 + 4 + 4  # 4×4 top grid and its stride-2 and stride-3 (padded) 2×2 reductions
     feats = [f.requires_grad_() for f in features(config, batch=2)]
     out = cim(feats)
     assert [o.shape for o in out] == [f.shape for f in feats]
@@ -83,7 +83,7 @@ def test_decoder_norm_choice():
     bn = Decoder(IcipNetConfig.tiny(decoder_norm="batchnorm"))
     assert isinstance(dyt.fuse[0].norm1, DyT) and isinstance(dyt.fuse[2].norm2, DyT)
     assert isinstance(bn.fuse[0].norm1, nn.BatchNorm2d) and isinstance(bn.fuse[2].norm2, nn.BatchNorm2d)
-    assert [b.conv.in_channels for b in dyt.fuse] == [256 + 128, 32 + 64, 32 + 32]
+    assert [b.conv.in_channels for b in dyt.fuse] == [128 + 64, 24 + 32, 24 + 16]  # decoder_dim 24
     assert dyt.classifier.out_channels == 2 and dyt.classifier.bias is not None
 
 
