@@ -20,7 +20,14 @@ from ..errors import Problems
 from ..formats import BY_NAME
 from ..manifest import write_manifest
 from .language import grounded_caption, qa_pairs, referring_expression
-from .scene import OBJECT_SCENE_CLASSES, REFERRING_SCALE, SCENE_CLASSES, Scene, make_referring_scene, make_scene
+from .scene import (
+    OBJECT_SCENE_CLASSES,
+    SCENE_CLASSES,
+    Scene,
+    make_referring_scene,
+    make_scene,
+    referring_object_scale,
+)
 from .shapes import CATEGORIES, REFERRING_CATEGORIES
 
 TASKS = ("scene", "refseg", "gcg", "dota", "sft")
@@ -100,7 +107,7 @@ def _write_scene(out: Path, seeds, size) -> None:
 
 
 def _referring_scene(seed: int, size, object_scale: float):
-    return make_referring_scene(seed, size, REFERRING_SCALE * min(size) / 64 * object_scale)
+    return make_referring_scene(seed, size, referring_object_scale(size) * object_scale)
 
 
 def _write_rrsisd(out: Path, seeds, size, object_scale: float = 1.0) -> None:

@@ -132,6 +132,11 @@ def make_scene(seed: int, size: tuple[int, int] = (64, 64), scene_class: str | N
     return _build(seed, size, scene_class, object_scale, max_objects).finish()
 
 
+def referring_object_scale(size: tuple[int, int]) -> float:
+    """Pixels per metre of referring tiles when ``object_scale`` is not given: :data:`REFERRING_SCALE` at 64 px."""
+    return REFERRING_SCALE * min(size) / 64
+
+
 def make_referring_scene(seed: int, size: tuple[int, int] = (64, 64), object_scale: float | None = None,
                          kinds: Sequence[str] | None = None) -> tuple[Scene, ReferringExpression]:
     """A referring-segmentation sample: a mixed tile and an expression that identifies one object.
@@ -144,7 +149,7 @@ def make_referring_scene(seed: int, size: tuple[int, int] = (64, 64), object_sca
     ``scene.objects[expr.target].mask(h, w)``.
     """
     rng = np.random.default_rng(seed)
-    scale = object_scale or REFERRING_SCALE * min(size) / 64
+    scale = object_scale or referring_object_scale(size)
     cats = REFERRING_CATEGORIES
     target_cat = cats[int(rng.integers(len(cats)))]
     n_same = int(rng.integers(2, 4)) if rng.random() < AMBIGUOUS_FRACTION else 1
