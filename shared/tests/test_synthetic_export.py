@@ -11,8 +11,8 @@ from rs_shared.data.errors import Problems
 from rs_shared.data.gcg import parse_grounded_caption
 from rs_shared.data.manifest import read_manifest, verify_manifest
 from rs_shared.data.synthetic import CATEGORIES, OBJECT_SCENE_CLASSES, SCENE_CLASSES
-from rs_shared.data.synthetic import grounded_caption, make_referring_scene, make_scene
-from rs_shared.data.synthetic.export import SPLIT_FRACTIONS, sample_seed, split_of, synthesize
+from rs_shared.data.synthetic import grounded_caption, holistic_sentence, make_referring_scene, make_scene
+from rs_shared.data.synthetic.export import SCENE_CAPTIONS, SPLIT_FRACTIONS, sample_seed, split_of, synthesize
 
 N = 12
 
@@ -33,6 +33,28 @@ def test_scene_classification_reads_back(tmp_path):
         i = k * len(SCENE_CLASSES) + sample.label
         scene = make_scene(sample_seed(0, "scene", i), (64, 64), SCENE_CLASSES[sample.label])
         np.testing.assert_array_equal(sample.load()["image"], scene.image)  # PNG: lossless
+
+
+def test_scene_captions_are_the_ground_truth_of_every_image(tmp_path):
+    n = 2 * len(SCENE_CLASSES) + 3
+    synthesize("scene", tmp_path, n=n, seed=1)
+    split = scene_cls.read_split(tmp_path / "synthetic_scenes.json")
+    lines = (tmp_path / SCENE_CAPTIONS).read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["relpath"] for r in records] == [s.impath_rel for name in scene_cls.SPLITS for s in split[name]]
+    for record in records:
+        classname, k = record["relpath"].split("/")[0], int(record["relpath"].rsplit("_", 1)[1].split(".")[0])
+        i = k * len(SCENE_CLASSES) + SCENE_CLASSES.index(classname)
+        s = sample_seed(1, "scene", i)
+        assert record["caption"] == holistic_sentence(make_scene(s, (64, 64), classname), np.random.default_rng(s))
+    assert len({r["caption"] for r in records}) > len(records) // 2  # captions differ between images
+    manifest = read_manifest(tmp_path)
+    assert manifest["generator"]["captions"] == SCENE_CAPTIONS and SCENE_CAPTIONS in manifest["files"]
+    problems = Problems(strict=False)
+    verify_manifest(tmp_path, problems)
+    assert not problems.items
+    synthesize("refseg", tmp_path / "refseg", n=2, seed=0)  # other tasks have no captions file
+    assert "captions" not in read_manifest(tmp_path / "refseg")["generator"]
 
 
 @pytest.mark.parametrize("layout", ["rrsisd", "refsegrs"])

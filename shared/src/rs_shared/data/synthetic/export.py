@@ -8,6 +8,7 @@ checksums, generator version and seed). Sample ``i`` is generated from a seed de
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from ... import __version__
 from ..errors import Problems
 from ..formats import BY_NAME
 from ..manifest import write_manifest
-from .language import grounded_caption, qa_pairs, referring_expression
+from .language import grounded_caption, holistic_sentence, qa_pairs, referring_expression
 from .scene import (
     OBJECT_SCENE_CLASSES,
     SCENE_CLASSES,
@@ -34,6 +35,7 @@ TASKS = ("scene", "refseg", "gcg", "dota", "sft")
 DEFAULT_SIZE = {"scene": 64, "refseg": 64, "gcg": 128, "sft": 224, "dota": 1024}
 FORMAT = {"scene": "coop", "gcg": "geopixeld", "dota": "dota", "sft": "llava"}  # refseg: its layout
 SCENE_SPLIT_NAME = "synthetic_scenes"
+SCENE_CAPTIONS = "captions.jsonl"  # ground-truth captions of the "scene" task, beside the split JSON
 # Split fractions, assigned in this order: with few images test is filled before val.
 SPLIT_FRACTIONS = {"train": 0.7, "test": 0.2, "val": 0.1}
 
@@ -87,6 +89,8 @@ def synthesize(task: str, out: str | os.PathLike, n: int, seed: int = 0,
     generator = {"name": "rs_shared.data.synthetic", "version": __version__, "seed": seed, "n": n, "size": list(size)}
     if object_scale != 1.0:
         generator["object_scale"] = object_scale
+    if task == "scene":  # the ground-truth captions file (hashed with every other file under "files")
+        generator["captions"] = SCENE_CAPTIONS
     write_manifest(out, format=fmt_name, task=task, counts=counts, generator=generator)
     return counts
 
@@ -94,16 +98,26 @@ def synthesize(task: str, out: str | os.PathLike, n: int, seed: int = 0,
 # --- one writer per format --------------------------------------------------------------------------
 
 def _write_scene(out: Path, seeds, size) -> None:
-    from ..scene_cls import write_dataset
+    """The CoOp layout (images + split JSON) and :data:`SCENE_CAPTIONS` beside it: one ground-truth caption
+    per image, ``{"relpath": <path under images/>, "caption": holistic_sentence(scene, default_rng(seed))}``,
+    in split order (train, val, test)."""
+    from ..common import atomic_path
+    from ..scene_cls import SPLITS, write_dataset
 
     n = len(seeds)
     samples: dict[str, list] = {"train": [], "val": [], "test": []}
+    captions: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for i, s in enumerate(seeds):
         label = i % len(SCENE_CLASSES)  # balanced classes; each class's images spread over the splits
         scene = make_scene(s, size, SCENE_CLASSES[label])
         split = split_of(i // len(SCENE_CLASSES), -(-n // len(SCENE_CLASSES)), SPLIT_FRACTIONS)
         samples[split].append((scene.image, label, SCENE_CLASSES[label]))
-    write_dataset(out, SCENE_SPLIT_NAME, samples, ext="png")
+        captions[split].append(holistic_sentence(scene, np.random.default_rng(s)))
+    written = write_dataset(out, SCENE_SPLIT_NAME, samples, ext="png")
+    lines = [json.dumps({"relpath": sample.impath_rel, "caption": caption}, ensure_ascii=False)
+             for split in SPLITS for sample, caption in zip(written[split], captions[split], strict=True)]
+    with atomic_path(out / SCENE_CAPTIONS) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
 
 
 def _referring_scene(seed: int, size, object_scale: float):
