@@ -32,18 +32,8 @@ import argparse
 import json
 import time
 
-from _bench import (
-    add_report_args,
-    emit_report,
-    environment_line,
-    int_list,
-    maxrss_mb,
-    preset_list,
-    print_worker_row,
-    reset_peak_rss,
-    run_all,
-    status_mb,
-)
+from _bench import (add_report_args, emit_report, environment_line, int_list, maxrss_mb, preset_list, print_worker_row,
+                    reset_peak_rss, run_all, status_mb)
 
 PRESETS = ("paper", "tiny")
 MODES = ("train step", "inference")

@@ -31,15 +31,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
 import statistics
-import subprocess
-import sys
 import time
-from importlib.metadata import version
-from pathlib import Path
+
+from _bench import (add_report_args, emit_report, environment_line, int_list, maxrss_mb, preset_list, print_worker_row,
+                    reset_peak_rss, run_all, status_mb)
 
 PRESETS = ("paper", "rmsin", "tiny")
 LATENCY_MODES = ("forward", "fwd+bwd")
@@ -49,33 +45,6 @@ WORKER_MARK = "ICIPNET_SPEED_RESULT "
 
 # ---------------------------------------------------------------------------------------------------------------
 # Worker side: one measurement in a fresh process
-
-
-def _status_mb(field: str) -> float | None:
-    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MiB, or None off Linux."""
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return None
-
-
-def _maxrss_mb() -> float:
-    """``ru_maxrss`` of this process in MiB (kilobytes on Linux, bytes on macOS)."""
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's resident-set high-water mark (Linux ≥ 4.0); False where that is not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return _status_mb("VmHWM") is not None
 
 
 def _inputs(config, batch: int, device):
@@ -130,8 +99,8 @@ def run_worker(spec: dict) -> dict:
 
     model.train(spec["mode"] != "forward")
     sync()
-    base_rss = _status_mb("VmRSS") or _maxrss_mb()
-    hwm_reset = _reset_peak_rss()
+    base_rss = status_mb("VmRSS") or maxrss_mb()
+    hwm_reset = reset_peak_rss()
     if cuda:
         base_cuda = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -154,7 +123,7 @@ def run_worker(spec: dict) -> dict:
             times.append(time.perf_counter() - start)
         seconds = statistics.median(times)
 
-    peak = _status_mb("VmHWM") if hwm_reset else _maxrss_mb()
+    peak = status_mb("VmHWM") if hwm_reset else maxrss_mb()
     row = {
         "preset": spec["preset"], "mode": spec["mode"], "device": str(device), "threads": torch.get_num_threads(),
         "batch": spec["batch"], "image_size": config.image_size, "text_len": config.max_text_len,
@@ -162,7 +131,7 @@ def run_worker(spec: dict) -> dict:
         "warmup": spec["warmup"], "iterations": spec["iters"],
         "seconds_per_iter": round(seconds, 4), "samples_per_s": round(spec["batch"] / seconds, 2),
         "rss_after_build_mb": round(base_rss, 1),
-        "peak_growth_mb": round(peak - base_rss, 1), "peak_rss_mb": round(_maxrss_mb(), 1),
+        "peak_growth_mb": round(peak - base_rss, 1), "peak_rss_mb": round(maxrss_mb(), 1),
         "memory_method": "VmHWM reset after build" if hwm_reset else "ru_maxrss",
     }
     if times:
@@ -178,34 +147,6 @@ def run_worker(spec: dict) -> dict:
 # Driver side: plan the rows, run each in a subprocess, report
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _preset_list(text: str) -> list[str]:
-    names = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = sorted(set(names) - set(PRESETS))
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"unknown preset(s) {unknown or text!r}; choose from {', '.join(PRESETS)}")
-    return names
-
-
 def plan(args: argparse.Namespace) -> list[dict]:
     """The worker specs of one run, in table order."""
     specs = []
@@ -219,23 +160,8 @@ def plan(args: argparse.Namespace) -> list[dict]:
     return specs
 
 
-def run_subprocess(spec: dict) -> dict:
-    """Run one spec in a fresh interpreter (thread env pinned) and parse its result line."""
-    env = os.environ | {"OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
-                          capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(WORKER_MARK)]
-    if proc.returncode or not lines:
-        raise RuntimeError(f"benchmark worker {spec['preset']}/{spec['mode']} (threads {spec['threads']}) failed "
-                           f"with exit code {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len(WORKER_MARK):])
-
-
 def markdown_table(report: dict) -> str:
-    env = report["environment"]
-    load = ", ".join(f"{a:.2f}" for a in env["loadavg_start"]) + " → " + \
-        ", ".join(f"{a:.2f}" for a in env["loadavg_end"])
-    lines = [f"torch {env['torch']}, {env['cpu_model']} ({env['cpu_count']} CPUs), load average {load}", "",
+    lines = [environment_line(report["environment"]), "",
              "| preset | mode | device | threads | batch | input | params (M) | s/iter | samples/s "
              "| peak growth (MB) | peak RSS (MB) |",
              "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
@@ -250,39 +176,27 @@ def markdown_table(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", type=_preset_list, default=["paper", "tiny"],
+    parser.add_argument("--presets", type=preset_list(PRESETS), default=["paper", "tiny"],
                         help="comma-separated subset of paper,rmsin,tiny (default: paper,tiny)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per paper/rmsin latency (median reported)")
     parser.add_argument("--latency-threads", type=int, default=1, help="torch threads for the paper/rmsin rows")
-    parser.add_argument("--threads", type=_int_list, default=[1, 2],
+    parser.add_argument("--threads", type=int_list, default=[1, 2],
                         help="comma-separated torch thread counts for the tiny throughput rows (default: 1,2)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch of the tiny training throughput")
     parser.add_argument("--steps", type=int, default=20, help="timed tiny training steps")
     parser.add_argument("--warmup-steps", type=int, default=3, help="untimed tiny training steps before timing")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--out", type=Path, help="also write the JSON report to this file")
-    parser.add_argument("--markdown", action="store_true", help="print a markdown table instead of JSON")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    add_report_args(parser)
     args = parser.parse_args()
     if args.worker:
-        print(WORKER_MARK + json.dumps(run_worker(json.loads(args.worker))), flush=True)
+        print_worker_row(WORKER_MARK, run_worker(json.loads(args.worker)))
         return
     for name in ("repeats", "latency_threads", "batch_size", "steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
-    environment = {"torch": version("torch"), "python": platform.python_version(), "cpu_model": _cpu_model(),
-                   "cpu_count": os.cpu_count(), "loadavg_start": [round(a, 2) for a in os.getloadavg()]}
-    results = []
-    for spec in plan(args):
-        print(f"[icipnet_speed] {spec['preset']} {spec['mode']} threads={spec['threads']} …", file=sys.stderr,
-              flush=True)
-        results.append(run_subprocess(spec))
-    environment["loadavg_end"] = [round(a, 2) for a in os.getloadavg()]
-    report = {"benchmark": "icipnet_speed", "environment": environment, "results": results}
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown_table(report) if args.markdown else json.dumps(report, indent=2))
+    report = run_all("icipnet_speed", __file__, plan(args), WORKER_MARK)
+    emit_report(report, args, markdown_table)
 
 
 if __name__ == "__main__":
