@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rs_shared.data.errors import DataFormatError
-from rs_shared.training import CheckpointError
+from rs_shared.training import CheckpointError, resolve_preset
 
 from .caption import CaptionCacheError
 
@@ -24,15 +24,8 @@ ERRORS = (CaptionCacheError, CheckpointError, DataFormatError, FileNotFoundError
 
 
 def preset_path(name: str) -> Path:
-    """A YAML file given by path, else a packaged preset given by name (``base2new`` or ``base2new.yaml``)."""
-    if Path(name).is_file():
-        return Path(name)
-    stem = Path(name).name.removesuffix(".yaml")
-    packaged = CONFIG_DIR / f"{stem}.yaml"
-    if packaged.is_file():
-        return packaged
-    known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-    raise FileNotFoundError(f"config {name!r} is neither a file nor a packaged preset ({known})")
+    """A config path as given, else a packaged preset by name (``base2new``) or as ``configs/base2new.yaml``."""
+    return resolve_preset(name, CONFIG_DIR)
 
 
 def _fail(prog: str, error: BaseException, code: int = 1) -> int:

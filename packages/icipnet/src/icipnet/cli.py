@@ -20,7 +20,7 @@ from PIL import Image
 from rs_shared.data.common import atomic_path, read_image, write_json
 from rs_shared.data.errors import DataFormatError
 from rs_shared.metrics.report import markdown_table, write_report
-from rs_shared.training import ConfigError, load_config, parse_config
+from rs_shared.training import ConfigError, load_config, parse_config, resolve_preset
 from rs_shared.viz import compose, draw_caption, draw_masks, save_png
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -32,14 +32,7 @@ PRED_COLOR, GT_COLOR = (230, 57, 70), (46, 204, 113)
 
 def resolve_config(name: str) -> Path:
     """A config path as given, else a packaged preset by name (``rrsisd``) or as ``configs/rrsisd.yaml``."""
-    path = Path(name)
-    if path.exists():
-        return path
-    packaged = CONFIG_DIR / (path.name if path.suffix else f"{path.name}.yaml")
-    if packaged.exists():
-        return packaged
-    presets = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-    raise FileNotFoundError(f"config {name!r} not found (packaged presets: {presets})")
+    return resolve_preset(name, CONFIG_DIR)
 
 
 def _fail(prog: str, error: Exception, code: int = 1) -> int:

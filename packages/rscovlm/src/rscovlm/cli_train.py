@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rs_shared.data.errors import DataFormatError
-from rs_shared.training import ConfigError, parse_config
+from rs_shared.training import ConfigError, parse_config, resolve_preset
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PROG = "rscovlm-train"
@@ -29,14 +29,7 @@ DESCRIPTION = (
 
 def resolve_config(name: str) -> Path:
     """A config path as given, else a packaged preset by name (``paper``) or as ``configs/paper.yaml``."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    packaged = CONFIG_DIR / (path.name if path.suffix else f"{path.name}.yaml")
-    if packaged.is_file():
-        return packaged
-    presets = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-    raise FileNotFoundError(f"config {name!r} not found (packaged presets: {presets})")
+    return resolve_preset(name, CONFIG_DIR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

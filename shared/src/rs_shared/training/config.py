@@ -46,7 +46,8 @@ import yaml
 
 __all__ = [
     "ConfigError", "OptimConfig", "ScheduleConfig", "TrainConfig", "add_config_arguments", "config_from_args",
-    "config_to_dict", "load_config", "parse_config", "save_config", "validate_config",
+    "config_to_dict", "load_config", "parse_config", "resolve_preset", "save_config",
+    "validate_config",
 ]
 
 T = TypeVar("T")
@@ -198,6 +199,19 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
     """
     return _load(cls, path, _parse_overrides(overrides))
 
+
+
+def resolve_preset(name: str | os.PathLike, config_dir: str | os.PathLike) -> Path:
+    """The YAML config ``name``: a file path as given, else a packaged preset of ``config_dir`` by name
+    (``tiny-synthetic``) or as ``configs/tiny-synthetic.yaml``. Raises ``FileNotFoundError`` listing the presets."""
+    path, config_dir = Path(name), Path(config_dir)
+    if path.is_file():
+        return path
+    packaged = config_dir / (path.name if path.suffix else f"{path.name}.yaml")
+    if packaged.is_file():
+        return packaged
+    presets = ", ".join(sorted(p.stem for p in config_dir.glob("*.yaml")))
+    raise FileNotFoundError(f"config {str(name)!r} is neither a file nor a packaged preset (packaged presets: {presets})")
 
 def validate_config(config: object) -> None:
     """Run ``validate()`` of every dataclass in the tree, innermost first (for configs built in code)."""
