@@ -29,10 +29,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rs_shared.data.errors import DataFormatError, Problems
-from rs_shared.data.manifest import MANIFEST, read_manifest, verify_manifest
 from rs_shared.data.scene_cls import SPLITS, SceneSplit, folder_to_split, read_split, write_split
 from rs_shared.data.synthetic import SCENE_CLASSES
-from rs_shared.data.synthetic.export import SCENE_SPLIT_NAME, synthesize
+from rs_shared.data.synthetic.export import SCENE_SPLIT_NAME
+from rs_shared.data.synthetic.export import ensure_synthetic as ensure
 
 SYNTHETIC = "synthetic"
 SYNTHETIC_N = 330  # 30 images per class: 21 train / 3 val / 6 test
@@ -227,37 +227,7 @@ def clean_classnames(split: SceneSplit) -> SceneSplit:
 
 def ensure_synthetic(directory: str | os.PathLike, n: int = SYNTHETIC_N, seed: int = 0,
                      size: int = SYNTHETIC_SIZE) -> Path:
-    """The embedded default dataset at ``directory``: written by :func:`rs_shared.data.synthetic.export.synthesize`
-    (task ``"scene"``) when absent or empty, else checked to be that generator's output with the same
-    ``n``, ``seed`` and ``size`` whose files are unchanged (its ``manifest.json``; files added later, such as
-    ``shots/``, are allowed)."""
-    directory = Path(directory)
-    if not directory.exists() or not any(directory.iterdir()):
-        synthesize("scene", directory, n=n, seed=seed, size=size)
-        return directory
-    manifest = read_manifest(directory)
-    if manifest is None:
-        raise DataFormatError(directory, f"directory is not empty and has no {MANIFEST}, so it is not a synthetic "
-                                         "dataset; choose an empty directory or remove this one")
-    generator = manifest.get("generator") if isinstance(manifest.get("generator"), dict) else {}
-    found = {"task": manifest.get("task"), "n": generator.get("n"), "seed": generator.get("seed"),
-             "size": generator.get("size")}
-    wanted = {"task": "scene", "n": n, "seed": seed, "size": [size, size]}
-    differ = [f"{k}={found[k]!r} (wanted {v!r})" for k, v in wanted.items() if found[k] != v]
-    if differ:
-        raise DataFormatError(directory / MANIFEST, "the synthetic dataset here was generated with "
-                              + ", ".join(differ) + "; delete the directory to regenerate it or choose another root")
-    problems = Problems(strict=False)
-    verify_manifest(directory, problems)
-    listed = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
-    for error in problems.items:  # files added later (shots/, caches) are fine; changed or missing ones are not
-        if Path(error.file) == directory / MANIFEST or _relative(error.file, directory) in listed:
-            raise error
-    return directory
-
-
-def _relative(path: str | os.PathLike, directory: Path) -> str:
-    try:
-        return Path(path).relative_to(directory).as_posix()
-    except ValueError:
-        return os.fspath(path)
+    """The embedded default dataset at ``directory``: rs_shared's synthetic scene dataset (task ``"scene"``),
+    generated when absent or empty, else checked against its manifest; files added later, such as ``shots/``
+    and caption caches, are allowed (:func:`rs_shared.data.synthetic.export.ensure_synthetic`)."""
+    return ensure("scene", directory, n, seed=seed, size=size, allow_added_files=True)

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from PIL import Image
 from rs_shared.data.errors import DataFormatError, Problems
-from rs_shared.data.manifest import MANIFEST, read_manifest, verify_manifest
 from rs_shared.data.refseg import (
     Overlap,
     RefSegSample,
@@ -45,7 +44,6 @@ from .tokenizer import tokenize_expressions
 
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
-SYNTHETIC_GENERATOR = "rs_shared.data.synthetic"
 
 
 # --- reading ---------------------------------------------------------------------------------------------
@@ -67,36 +65,12 @@ def load_split(root: str | os.PathLike, split: str, overlap: Overlap = "union",
 
 
 def ensure_synthetic(root: str | os.PathLike, n: int, seed: int = 0, size: int = 64, object_scale: float = 1.0) -> Path:
-    """The embedded default dataset: a synthetic RRSIS-D dataset of ``n`` ``size × size`` images at ``root``.
+    """The embedded default dataset: a synthetic RRSIS-D dataset of ``n`` ``size × size`` images at ``root``
+    (objects ``object_scale`` times the generator's default size), generated when absent or empty, else checked
+    against its manifest (:func:`rs_shared.data.synthetic.export.ensure_synthetic`)."""
+    from rs_shared.data.synthetic.export import ensure_synthetic as ensure
 
-    An absent or empty ``root`` is filled with :func:`rs_shared.data.synthetic.export.synthesize` (objects
-    ``object_scale`` times the generator's default size). An existing one must have been generated with the
-    same ``n``, ``seed``, ``size`` and ``object_scale`` (read from its
-    ``manifest.json``) and be unmodified (every checksum of the manifest matches); otherwise
-    :class:`DataFormatError` says what differs. Under several processes call it on the main process first.
-    """
-    from rs_shared.data.synthetic.export import synthesize
-
-    root = Path(root)
-    if not root.exists() or not any(root.iterdir()):
-        synthesize("refseg", root, n=n, seed=seed, size=size, object_scale=object_scale)
-        return root
-    manifest = read_manifest(root)
-    if manifest is None:
-        raise DataFormatError(root, f"directory is not empty and has no {MANIFEST}, so it is not a synthetic "
-                                    "dataset; choose an empty directory or remove this one")
-    generator = manifest.get("generator") if isinstance(manifest.get("generator"), dict) else {}
-    found = {"task": manifest.get("task"), "format": manifest.get("format"), "generator": generator.get("name"),
-             "n": generator.get("n"), "seed": generator.get("seed"), "size": generator.get("size"),
-             "object_scale": generator.get("object_scale", 1.0)}
-    wanted = {"task": "refseg", "format": "rrsisd", "generator": SYNTHETIC_GENERATOR, "n": n, "seed": seed,
-              "size": [size, size], "object_scale": object_scale}
-    differ = [f"{k}={found[k]!r} (wanted {v!r})" for k, v in wanted.items() if found[k] != v]
-    if differ:
-        raise DataFormatError(root / MANIFEST, "the synthetic dataset here was generated with " + ", ".join(differ)
-                              + "; delete the directory to regenerate it or choose another one")
-    verify_manifest(root, Problems())
-    return root
+    return ensure("refseg", root, n, seed=seed, size=size, object_scale=object_scale)
 
 
 # --- transforms ------------------------------------------------------------------------------------------

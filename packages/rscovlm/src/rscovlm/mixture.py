@@ -39,7 +39,7 @@ import torch
 from rs_shared.data.common import image_size
 from rs_shared.data.conversations import Conversation, TextItem, read_conversations
 from rs_shared.data.geometry import FRAME_SCALE
-from rs_shared.data.synthetic.export import synthesize
+from rs_shared.data.synthetic.export import ensure_synthetic
 
 from .collate import LengthGroupedBatchSampler
 from .render import ChatRenderer, RenderedSample
@@ -134,18 +134,8 @@ def load_sources(paths: Mapping[str, str | os.PathLike]) -> dict[str, list[Conve
 def ensure_synthetic_sft(directory: str | os.PathLike, n: int, seed: int = 0) -> Path:
     """The synthetic SFT set (``rs_shared`` ``synthesize("sft", …)``, 224² scenes) in ``directory``,
     generated when absent; returns the path of its ``sft.json``. An existing set generated with another
-    ``n`` or ``seed`` is an error rather than silently reused."""
-    import json
-
-    root = Path(directory)
-    manifest = root / "manifest.json"
-    if not manifest.is_file():
-        synthesize("sft", root, n, seed)
-    generator = json.loads(manifest.read_text(encoding="utf-8")).get("generator", {})
-    if (generator.get("n"), generator.get("seed")) != (n, seed):
-        raise ValueError(f"{root} holds a synthetic set with n={generator.get('n')}, seed={generator.get('seed')}, "
-                         f"not n={n}, seed={seed}: choose another directory")
-    return root / "sft.json"
+    ``n`` or ``seed`` is an error (:func:`rs_shared.data.synthetic.export.ensure_synthetic`)."""
+    return ensure_synthetic("sft", directory, n, seed=seed) / "sft.json"
 
 
 # --- scalable boxes in text (§3.3) ------------------------------------------------------------------------

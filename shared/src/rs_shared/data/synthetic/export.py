@@ -17,9 +17,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ... import __version__
-from ..errors import Problems
+from ..errors import DataFormatError, Problems
 from ..formats import BY_NAME
-from ..manifest import write_manifest
+from ..manifest import MANIFEST, read_manifest, verify_manifest, write_manifest
 from .language import grounded_caption, holistic_sentence, qa_pairs, referring_expression
 from .scene import (
     OBJECT_SCENE_CLASSES,
@@ -35,6 +35,7 @@ TASKS = ("scene", "refseg", "gcg", "dota", "sft")
 DEFAULT_SIZE = {"scene": 64, "refseg": 64, "gcg": 128, "sft": 224, "dota": 1024}
 FORMAT = {"scene": "coop", "gcg": "geopixeld", "dota": "dota", "sft": "llava"}  # refseg: its layout
 SCENE_SPLIT_NAME = "synthetic_scenes"
+GENERATOR_NAME = "rs_shared.data.synthetic"  # the manifest's generator.name
 SCENE_CAPTIONS = "captions.jsonl"  # ground-truth captions of the "scene" task, beside the split JSON
 # Split fractions, assigned in this order: with few images test is filled before val.
 SPLIT_FRACTIONS = {"train": 0.7, "test": 0.2, "val": 0.1}
@@ -86,7 +87,7 @@ def synthesize(task: str, out: str | os.PathLike, n: int, seed: int = 0,
 
     fmt = BY_NAME[fmt_name]
     counts = fmt.validate(out, Problems())  # strict: what we wrote must read back cleanly
-    generator = {"name": "rs_shared.data.synthetic", "version": __version__, "seed": seed, "n": n, "size": list(size)}
+    generator = {"name": GENERATOR_NAME, "version": __version__, "seed": seed, "n": n, "size": list(size)}
     if object_scale != 1.0:
         generator["object_scale"] = object_scale
     if task == "scene":  # the ground-truth captions file (hashed with every other file under "files")
@@ -94,6 +95,52 @@ def synthesize(task: str, out: str | os.PathLike, n: int, seed: int = 0,
     write_manifest(out, format=fmt_name, task=task, counts=counts, generator=generator)
     return counts
 
+
+
+
+def ensure_synthetic(task: str, out: str | os.PathLike, n: int, seed: int = 0,
+                     size: tuple[int, int] | int | None = None, layout: str = "rrsisd", object_scale: float = 1.0,
+                     allow_added_files: bool = False) -> Path:
+    """A package's embedded default dataset: ``out`` filled by :func:`synthesize` when absent or empty, else
+    checked to be this generator's output for the same ``task``, format, ``n``, ``seed``, ``size`` and
+    ``object_scale`` (its manifest) with every listed file unchanged. Files added after generation (few-shot
+    lists, caches) are accepted with ``allow_added_files``. Anything else raises :class:`DataFormatError` saying
+    what differs. Under several processes call it on the main process first."""
+    out = Path(out)
+    if not out.exists() or not any(out.iterdir()):
+        synthesize(task, out, n, seed=seed, size=size, layout=layout, object_scale=object_scale)
+        return out
+    manifest = read_manifest(out)
+    if manifest is None:
+        raise DataFormatError(out, f"directory is not empty and has no {MANIFEST}, so it is not a synthetic "
+                                   "dataset; choose an empty directory or remove this one")
+    generator = manifest.get("generator") if isinstance(manifest.get("generator"), dict) else {}
+    side = size or DEFAULT_SIZE.get(task)
+    found = {"task": manifest.get("task"), "format": manifest.get("format"), "generator": generator.get("name"),
+             "n": generator.get("n"), "seed": generator.get("seed"), "size": generator.get("size"),
+             "object_scale": generator.get("object_scale", 1.0)}
+    wanted = {"task": task, "format": layout if task == "refseg" else FORMAT.get(task), "generator": GENERATOR_NAME,
+              "n": n, "seed": seed, "size": [side, side] if isinstance(side, int) else list(side),
+              "object_scale": object_scale}
+    differ = [f"{k}={found[k]!r} (wanted {v!r})" for k, v in wanted.items() if found[k] != v]
+    if differ:
+        raise DataFormatError(out / MANIFEST, "the synthetic dataset here was generated with " + ", ".join(differ)
+                              + "; delete the directory to regenerate it or choose another one")
+    problems = Problems(strict=False)
+    verify_manifest(out, problems)
+    listed = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    for error in problems.items:  # a changed or missing listed file is an error; an added one may be allowed
+        added = Path(error.file) != out / MANIFEST and _relative(error.file, out) not in listed
+        if not (allow_added_files and added):
+            raise error
+    return out
+
+
+def _relative(path: str | os.PathLike, root: Path) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return os.fspath(path)
 
 # --- one writer per format --------------------------------------------------------------------------
 
