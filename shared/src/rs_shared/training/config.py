@@ -211,7 +211,8 @@ def resolve_preset(name: str | os.PathLike, config_dir: str | os.PathLike) -> Pa
     if packaged.is_file():
         return packaged
     presets = ", ".join(sorted(p.stem for p in config_dir.glob("*.yaml")))
-    raise FileNotFoundError(f"config {str(name)!r} is neither a file nor a packaged preset (packaged presets: {presets})")
+    raise FileNotFoundError(f"config {str(name)!r} not found: neither a file nor a packaged preset "
+                            f"(packaged presets: {presets})")
 
 def validate_config(config: object) -> None:
     """Run ``validate()`` of every dataclass in the tree, innermost first (for configs built in code)."""
