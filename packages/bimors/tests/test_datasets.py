@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from rs_shared.data.errors import DataFormatError
-from rs_shared.data.scene_cls import subsample_classes, write_dataset
+from rs_shared.data.scene_cls import subsample_classes
 from rs_shared.data.synthetic import SCENE_CLASSES
 
 from bimors.datasets import (
@@ -25,17 +25,6 @@ from bimors.datasets import (
 
 V1 = ("PatternNet", "RSICD", "RESISC45", "MLRSNet")
 V2 = ("PatternNetv2", "RSICDv2", "RESISC45v2", "MLRSNetv2")
-
-
-def fake_copy(root, name, classnames, per_class=(2, 1, 1)):
-    """``<root>/<Dir>`` with ``per_class`` (train, val, test) 4×4 images per class, labels in the given order."""
-    facts = dataset_facts(name)
-    rng = np.random.default_rng(0)
-    samples = {split: [(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), label, cls)
-                       for label, cls in enumerate(classnames) for _ in range(n)]
-               for split, n in zip(("train", "val", "test"), per_class, strict=True)}
-    write_dataset(root / facts.directory, facts.split_name, samples)
-    return root / facts.directory
 
 
 # --- registry ----------------------------------------------------------------------------------------------
@@ -95,7 +84,7 @@ def test_names_are_case_sensitive():
 
 # --- readers -----------------------------------------------------------------------------------------------
 
-def test_reads_a_fake_patternnet_in_label_order(tmp_path):
+def test_reads_a_fake_patternnet_in_label_order(tmp_path, fake_copy):
     fake_copy(tmp_path, "PatternNet", PATTERNNET_CLASSES)
     with pytest.warns(UserWarning, match=r"sizes \(76, 38, 38\) differ from the published \(14896, 6384, 9120\)"):
         dataset = load_dataset("PatternNet", tmp_path)
@@ -106,7 +95,7 @@ def test_reads_a_fake_patternnet_in_label_order(tmp_path):
     assert "oil_gas_field" in dataset.classnames  # stored names untouched ("_" → " " is a prompt step)
 
 
-def test_clean_names_is_opt_in(tmp_path):
+def test_clean_names_is_opt_in(tmp_path, fake_copy):
     fake_copy(tmp_path, "RSICD", RSICD_CLASSES)
     with pytest.warns(UserWarning):
         parity = load_dataset("RSICD", tmp_path)
@@ -119,7 +108,7 @@ def test_clean_names_is_opt_in(tmp_path):
     assert {s.classname for s in clean.split.test} == set(clean.classnames)
 
 
-def test_v2_copy_and_wrong_json_are_told_apart(tmp_path):
+def test_v2_copy_and_wrong_json_are_told_apart(tmp_path, fake_copy):
     fake_copy(tmp_path, "RSICDv2", V2_CLASSES)
     with pytest.warns(UserWarning):
         assert load_dataset("RSICDv2", tmp_path).classnames == V2_CLASSES
@@ -131,7 +120,7 @@ def test_v2_copy_and_wrong_json_are_told_apart(tmp_path):
         load_dataset("RESISC45", tmp_path)
 
 
-def test_absent_data_says_what_is_expected_where(tmp_path):
+def test_absent_data_says_what_is_expected_where(tmp_path, fake_copy):
     with pytest.raises(FileNotFoundError, match=r"PatternNet/patternnet\.json.*cannot be downloaded"):
         load_dataset("PatternNet", tmp_path)
     (tmp_path / "RSICD").mkdir()
@@ -143,7 +132,7 @@ def test_absent_data_says_what_is_expected_where(tmp_path):
         load_dataset("RESISC45v2", tmp_path)
 
 
-def test_missing_images_are_counted_and_named(tmp_path):
+def test_missing_images_are_counted_and_named(tmp_path, fake_copy):
     directory = fake_copy(tmp_path, "MLRSNetv2", V2_CLASSES)
     for name in ("beach/beach_0.jpg", "river/river_3.jpg", "forest/forest_1.jpg"):
         (directory / "images" / name).unlink()

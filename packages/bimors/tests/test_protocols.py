@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 import pytest
-from rs_shared.data.scene_cls import few_shot, write_dataset
+from rs_shared.data.scene_cls import few_shot
 
-from bimors.datasets import PATTERNNET_CLASSES, RSICD_CLASSES, dataset_facts, load_dataset
+from bimors.datasets import PATTERNNET_CLASSES, RSICD_CLASSES, load_dataset
 from bimors.protocols import (
     BASE_TO_NEW,
     CROSS_DATASET,
@@ -27,15 +27,14 @@ from bimors.protocols import (
 )
 
 
-def fake_dataset(root, name, classnames, per_class=(3, 2, 2)):
-    facts = dataset_facts(name)
-    rng = np.random.default_rng(0)
-    samples = {split: [(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), label, cls)
-                       for label, cls in enumerate(classnames) for _ in range(n)]
-               for split, n in zip(("train", "val", "test"), per_class, strict=True)}
-    write_dataset(root / facts.directory, facts.split_name, samples)
-    with pytest.warns(UserWarning, match="differ from the published"):
-        return load_dataset(name, root)
+@pytest.fixture
+def fake_dataset(fake_copy):
+    """A fake copy (3/2/2 images per class) loaded by name; its sizes differ from the published ones."""
+    def load(root, name, classnames):
+        fake_copy(root, name, classnames, per_class=(3, 2, 2))
+        with pytest.warns(UserWarning, match="differ from the published"):
+            return load_dataset(name, root)
+    return load
 
 
 def test_protocols_as_scripted():
@@ -58,7 +57,7 @@ def test_protocols_as_scripted():
         get_protocol("b2n")
 
 
-def test_shots_are_sampled_once_and_stored_as_json(tmp_path):
+def test_shots_are_sampled_once_and_stored_as_json(tmp_path, fake_dataset):
     dataset = fake_dataset(tmp_path, "RSICD", RSICD_CLASSES)
     path = shots_file(dataset, 2, 1)
     assert path == tmp_path / "RSICD" / "split_few_shots" / "shot_2-seed_1.json"
@@ -77,7 +76,7 @@ def test_shots_are_sampled_once_and_stored_as_json(tmp_path):
     assert (tmp_path / "elsewhere" / "RSICD" / "shot_2-seed_3.json").is_file()
 
 
-def test_base_to_new_splits_sample_first_then_subsample(tmp_path):
+def test_base_to_new_splits_sample_first_then_subsample(tmp_path, fake_dataset):
     dataset = fake_dataset(tmp_path, "PatternNet", PATTERNNET_CLASSES)
     train = training_split(dataset, "base", seed=1, num_shots=2)
     assert train.classnames == dataset.facts.base_classnames
