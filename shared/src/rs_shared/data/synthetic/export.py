@@ -207,6 +207,11 @@ def _write_gcg(out: Path, seeds, size) -> None:
     tiles: dict[str, list] = {"train": [], "test": []}
     for i, s in enumerate(seeds):
         scene = _object_scene(s, i, size)
+        attempt = 0
+        while not scene.objects:  # a rare empty scene has nothing to ground: redraw it from a derived seed
+            attempt += 1
+            s = int(np.random.default_rng([s, attempt]).integers(2**31))
+            scene = _object_scene(s, i, size)
         markup, groups = grounded_caption(scene, np.random.default_rng(s))
         polygons = [[scene.objects[j].polygon for j in group] for group in groups]
         tiles[split_of(i, n, {"train": 0.8, "test": 0.2})].append(GCGTile(f"S{i:05d}", scene.image, markup, polygons))

@@ -1,0 +1,159 @@
+"""CLV-Net training on ``rs_shared.training`` (spec §2, §5): configuration, model/data construction and the run.
+
+The paper recipe (``configs/paper.yaml``): AdamW (β2 0.95, weight decay 0, GeoPixel's), linear warm-up to 3e-4
+over 150 steps then cosine decay, 10 epochs, batch 8, bf16; LoRA on the LLM plus the trainable heads (CGFormer,
+P, SRAlign heads, the SAM2 mask decoder, the token-embedding and output matrices); CLIP and the SAM2 image
+encoder frozen. Loss: caption CE + 2·BCE + 0.5·Dice + λ·(L_rec + L_csc), λ = 1.
+
+``configs/tiny-synthetic.yaml`` trains the random tiny preset from scratch (every weight) on synthetic GCG tiles
+written by ``rs_shared`` (the embedded default). ``model.ablation`` applies one ablation row of the paper
+(Tables II–V) to either preset.
+
+Output (``<train.output_dir>``): ``model/`` (``save_pretrained`` weights + config + tokenizer, read by
+``clvnet-eval``/``clvnet-predict``), ``train_config.yaml``, ``log.jsonl``, ``checkpoints/`` (resume with
+``--train.resume auto``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rs_shared.training import OptimConfig, ScheduleConfig, TrainConfig, build_accelerator, save_config, train
+
+from .configuration import CLVNetConfig
+from .data import GCGTrainDataset, ensure_synthetic_gcg
+from .modeling import CLVNetModel
+from .processing import CLVNetProcessor
+from .tokenizer import TokenIds, build_tiny_tokenizer, load_tokenizer
+
+PRESETS = {"tiny": CLVNetConfig.tiny, "paper": CLVNetConfig.paper, "paper_1p8b": CLVNetConfig.paper_1p8b}
+ABLATIONS = {"": {}, "no_box": {"use_box_prompt": False}, "no_cgformer": {"use_cgformer": False},
+             "lambda0": {"sralign_weight": 0.0}, "lambda0.5": {"sralign_weight": 0.5},
+             "lambda5": {"sralign_weight": 5.0}, "csc_only": {"use_rec": False}, "rec_only": {"use_csc": False}}
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class ModelSection:
+    preset: str = field(default="tiny", metadata=_help(
+        "tiny (random, CPU, trains every weight), paper (IXC-2.5 7B + SAM2-L, LoRA) or paper_1p8b"))
+    ablation: str = field(default="", metadata=_help(
+        "one ablation row of the paper: no_box, no_cgformer, lambda0, lambda0.5, lambda5, csc_only, rec_only"))
+    init: str = field(default="", metadata=_help(
+        "start from a CLV-Net save_pretrained directory (weights, config and tokenizer; e.g. the output of "
+        "clvnet-convert or an earlier run); required for the paper presets"))
+    seed: int = field(default=0, metadata=_help("seed of the tiny preset's random weights"))
+    gradient_checkpointing: bool = field(default=False, metadata=_help("gradient checkpointing in the LLM"))
+
+    def validate(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"model.preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"model.ablation must be one of {sorted(a for a in ABLATIONS if a)} or empty, "
+                             f"got {self.ablation!r}")
+        if self.preset != "tiny" and not self.init:
+            raise ValueError(f"model.preset {self.preset} needs model.init: a CLV-Net directory made by "
+                             "clvnet-convert from GeoPixel/IXC-2.5 weights (nothing is downloaded)")
+
+
+@dataclass
+class DataSection:
+    train: str = field(default="", metadata=_help(
+        "GeoPixelD training data: GeoPixelD.json, its directory, or a directory of per-tile files; empty: the "
+        "synthetic GCG tiles"))
+    synthetic_dir: str = field(default="data/clvnet-synthetic", metadata=_help(
+        "where the synthetic GCG tiles are written (reused when they exist)"))
+    synthetic_n: int = field(default=6000, metadata=_help("synthetic tiles (80 % train, 20 % test)"))
+    synthetic_seed: int = field(default=0, metadata=_help("seed of the synthetic tiles"))
+
+
+@dataclass
+class CLVNetTrainConfig:
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        output_dir="runs/clvnet", seed=0, epochs=10, batch_size=8, clip_grad_norm=1.0, log_every=10,
+        optim=OptimConfig(name="adamw", lr=3e-4, weight_decay=0.0, betas=(0.9, 0.95)),
+        schedule=ScheduleConfig(name="cosine", warmup_steps=150)))
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+
+
+def build_model(section: ModelSection, tokenizer_dir: Path) -> tuple[CLVNetModel, Any]:
+    """``(model, tokenizer)`` in train mode with the trainable parameters set: a saved CLV-Net (``init``) or the
+    random tiny preset (its tokenizer is built offline into ``tokenizer_dir``)."""
+    overrides = ABLATIONS[section.ablation]
+    if section.init:
+        path = Path(section.init)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model.init {path} is not a CLV-Net save_pretrained directory (no config.json)")
+        config = CLVNetConfig.from_pretrained(path)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        model = CLVNetModel.from_pretrained(path, config=config)
+        tokenizer = load_tokenizer(path)
+    else:
+        tokenizer = build_tiny_tokenizer(tokenizer_dir)
+        ids = TokenIds.of(tokenizer)
+        config = PRESETS[section.preset](**{**ids.config_kwargs(), **overrides})
+        config.text_config.vocab_size = len(tokenizer)
+        torch.manual_seed(section.seed)
+        model = CLVNetModel(config)
+    if section.gradient_checkpointing:
+        model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.set_trainable_parameters()
+    model.train()
+    return model, tokenizer
+
+
+def training_data(cfg: DataSection) -> Path:
+    """The training GeoPixelD index or tile directory (the synthetic tiles' when ``train`` is empty)."""
+    if cfg.train:
+        path = Path(cfg.train)
+        if not path.exists():
+            raise FileNotFoundError(f"data.train {path} does not exist: give GeoPixelD.json, its directory or a "
+                                    "directory of per-tile files")
+        return path
+    return ensure_synthetic_gcg(cfg.synthetic_dir, cfg.synthetic_n, cfg.synthetic_seed)
+
+
+def save_model(model: CLVNetModel, tokenizer, out: Path) -> Path:
+    """``save_pretrained`` of the model (safetensors) and its tokenizer in one directory."""
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def run(cfg: CLVNetTrainConfig) -> dict[str, Any]:
+    """Train as ``cfg`` says; returns the step count, the last logs and the saved model directory."""
+    out = Path(cfg.train.output_dir)
+    accelerator = build_accelerator(cfg.train)
+    with accelerator.main_process_first():
+        model, tokenizer = build_model(cfg.model, out / "tokenizer")
+        data = training_data(cfg.data)
+    processor = CLVNetProcessor.from_config(model.config, tokenizer)
+    dataset = GCGTrainDataset(data, processor, split=None if cfg.data.train else "train", seed=cfg.train.seed)
+    if accelerator.is_main_process:
+        save_config(out / "train_config.yaml", cfg)
+
+    def step_fn(model, batch):
+        output = model(**batch)
+        logs = {name: getattr(output, name).item() for name in
+                ("loss_caption", "loss_bce", "loss_dice", "loss_csc", "loss_rec")}
+        return output.loss, logs
+
+    result = train(cfg.train, model, dataset, step_fn, collate_fn=processor.collate, accelerator=accelerator)
+    final = out / "model"
+    if accelerator.is_main_process:
+        save_model(accelerator.unwrap_model(model), tokenizer, final)
+    accelerator.wait_for_everyone()
+    return {"step": result.step, "logs": result.logs, "model": str(final), "samples": len(dataset),
+            "processes": accelerator.num_processes, "main_process": accelerator.is_main_process}
+
+
+__all__ = ["ABLATIONS", "CLVNetTrainConfig", "DataSection", "ModelSection", "PRESETS", "build_model", "run",
+           "save_model", "training_data"]

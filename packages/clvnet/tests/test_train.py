@@ -1,0 +1,90 @@
+"""clvnet-train (spec §2, §5): a few-step tiny run writes the model directory and the log; ablations, bad options,
+--help and resume."""
+
+import json
+
+import pytest
+import torch
+
+from clvnet import cli_train
+from clvnet.configuration import CLVNetConfig
+from clvnet.modeling import CLVNetModel
+from clvnet.tokenizer import load_tokenizer
+
+
+def args(out, gcg_root, *extra) -> list[str]:
+    """The tiny-synthetic preset cut to 2 steps of batch 2 on the session's 40 synthetic tiles."""
+    return ["--config", "tiny-synthetic", "--train.output_dir", str(out), "--train.max_steps", "2",
+            "--train.batch_size", "2", "--train.log_every", "1", "--train.tensorboard", "false",
+            "--data.synthetic_dir", str(gcg_root), "--data.synthetic_n", "40", *extra]
+
+
+def log_steps(out) -> list[int]:
+    return [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_tiny_run_writes_model_and_log(tmp_path, gcg_root, capsys):
+    out = tmp_path / "run"
+    assert cli_train.main(args(out, gcg_root)) == 0
+    assert "trained 2 steps on 32 tiles" in capsys.readouterr().out
+    model_dir = out / "model"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        assert (model_dir / name).is_file(), name
+    assert (out / "train_config.yaml").is_file()
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    for key in ("loss_caption", "loss_bce", "loss_dice", "loss_csc", "loss_rec"):
+        assert key in records[-1]["logs"]
+    model = CLVNetModel.from_pretrained(model_dir)
+    config = CLVNetConfig.from_pretrained(model_dir)
+    assert config.use_cgformer and config.llm_training == "full"
+    assert model.config.text_config.vocab_size == len(load_tokenizer(model_dir))
+    assert torch.isfinite(torch.tensor(records[-1]["loss"]))
+
+
+def test_ablation_no_cgformer_runs(tmp_path, gcg_root):
+    out = tmp_path / "run"
+    assert cli_train.main(args(out, gcg_root, "--model.ablation", "no_cgformer", "--train.max_steps", "1")) == 0
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["use_cgformer"] is False
+    assert log_steps(out) == [1]
+
+
+def test_bad_ablation_is_a_usage_error(tmp_path, gcg_root, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_train.main(args(tmp_path / "run", gcg_root, "--model.ablation", "no_such_row"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "model.ablation" in err and "no_such_row" in err and "no_cgformer" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_preset_and_paper_without_init(tmp_path, gcg_root, capsys):
+    assert cli_train.main(["--config", "no-such-preset"]) == 2
+    assert "not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli_train.main(args(tmp_path / "run", gcg_root, "--model.preset", "paper"))
+    assert exit_info.value.code == 2 and "model.init" in capsys.readouterr().err
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_train.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--model.ablation", "--model.init", "--train.resume", "--data.synthetic_dir", "tiny-synthetic"):
+        assert option in text, option
+
+
+def test_resume_continues_the_run(tmp_path, gcg_root, capsys):
+    out = tmp_path / "run"
+    assert cli_train.main(args(out, gcg_root, "--train.save_every", "1")) == 0
+    assert log_steps(out) == [1, 2]
+    capsys.readouterr()
+    assert cli_train.main(args(out, gcg_root, "--train.save_every", "1", "--train.max_steps", "3",
+                               "--train.resume", "auto")) == 0
+    assert "trained 3 steps" in capsys.readouterr().out
+    assert log_steps(out) == [1, 2, 3]
+    # starting afresh over a run's checkpoints is refused with a message (not a traceback)
+    assert cli_train.main(args(out, gcg_root, "--train.max_steps", "3")) == 1
+    assert "resume" in capsys.readouterr().err
