@@ -18,7 +18,6 @@ from torch import nn
 
 from clvnet.configuration import CLVNetConfig
 from clvnet.convert import (
-    build_from_geopixel,
     geopixel_to_clvnet,
     internlm2_to_llama,
     load_official_state_dict,
@@ -27,6 +26,7 @@ from clvnet.convert import (
     split_wqkv,
 )
 from clvnet.modeling import CLVNetModel
+from clvnet.official import build_from_geopixel
 from clvnet.processing import CLVNetProcessor
 from clvnet.tokenizer import TokenIds, build_tiny_tokenizer, load_tokenizer
 from clvnet.train import ModelSection, build_model
@@ -569,7 +569,7 @@ CLVNET_ONLY = ("cgformer.", "region_box_embed.", "sralign.")
 def test_build_from_geopixel_keeps_every_mapped_weight(geopixel, tmp_path, caplog, llm_training):
     source, _, checkpoint, tokenizer_dir, rows = geopixel
     target = CLVNetConfig.tiny(partial_lora_rank=4, llm_training=llm_training)  # ids and vocab: from the tokenizer
-    with caplog.at_level(logging.INFO, logger="clvnet.convert"):
+    with caplog.at_level(logging.INFO, logger="clvnet"):
         out = build_from_geopixel(checkpoint, tokenizer_dir, tmp_path / "clvnet", config=target)
     assert "2 tokens added to the tokenizer, 2 new token rows" in caplog.text
     assert target.bos_token_id is None  # the given config is not modified

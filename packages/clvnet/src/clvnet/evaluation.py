@@ -44,7 +44,6 @@ from rs_shared.metrics.gcg import (
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .predict import generate
 
 PROTOCOL = ("GLaMM GCG evaluation (groundingLMM eval/gcg) as reused by GeoPixel: GLaMM caption cleaning, COCOeval "
             "segm AP50 class-agnostic with every score 1.0, greedy one-to-one mIoU, greedy recall with IoU >= 0.5 and "
@@ -165,7 +164,7 @@ def evaluate_gcg(
     """Generate grounded captions for an evaluation set and score them by the GCG protocol (spec §4).
 
     Args:
-        model: has ``generate_grounded(batch, [tokenizer,] max_new_tokens=None) -> list[GroundedPrediction]``
+        model: has ``generate_grounded(batch, tokenizer, max_new_tokens=None) -> list[GroundedPrediction]``
             (one per image, with ``text``, ``caption``, ``phrases``, ``masks`` ``(N, H, W)`` bool at the original
             size, ``mask_scores``).
         dataset_or_loader: a :class:`clvnet.data.GCGEvalDataset` (batched here by ``batch_size``), or a DataLoader
@@ -177,7 +176,7 @@ def evaluate_gcg(
         caption_tokenizer: ``"ptb"`` (standard) or ``"simple"`` (no Java; no METEOR then).
         batch_size: images per generation call when batching a dataset.
         tokenizer: passed to ``generate_grounded`` (``CLVNetModel`` decodes with it); default: the dataset's
-            ``processor.tokenizer`` when there is one, else none is passed.
+            ``processor.tokenizer``.
         max_new_tokens: generation budget (``None``: the model's default).
         progress: show a progress bar.
 
@@ -206,7 +205,7 @@ def evaluate_gcg(
             for number, item in enumerate(tqdm(_batches(dataset_or_loader, batch_size), desc="eval gcg",
                                                disable=not progress, leave=False)):
                 batch, truth = _ground_truth(item, number)
-                outputs = generate(model, _to_device(batch, device), tokenizer, max_new_tokens)
+                outputs = model.generate_grounded(_to_device(batch, device), tokenizer, max_new_tokens=max_new_tokens)
                 if len(outputs) != len(truth):
                     raise RuntimeError(f"generate_grounded returned {len(outputs)} predictions for a batch of "
                                        f"{len(truth)} images")

@@ -63,14 +63,6 @@ def prompt_box(box: Sequence[float] | None, width: int, height: int) -> list[flo
     return check_box(list(box), width, height, "box prompt").tolist()
 
 
-def generate(model, batch: dict, tokenizer=None, max_new_tokens: int | None = None) -> list:
-    """``model.generate_grounded`` on a collated batch; ``tokenizer`` is passed when given (``CLVNetModel``
-    decodes its answers with the processor's tokenizer)."""
-    if tokenizer is None:
-        return model.generate_grounded(batch, max_new_tokens=max_new_tokens)
-    return model.generate_grounded(batch, tokenizer, max_new_tokens=max_new_tokens)
-
-
 def predict_image(model, processor, image: str | os.PathLike | Image.Image | np.ndarray,
                   box: Sequence[float] | None = None, *, max_new_tokens: int | None = None):
     """The model's ``GroundedPrediction`` for one image and box prompt (``xyxy`` pixels; ``None`` = whole image).
@@ -81,7 +73,7 @@ def predict_image(model, processor, image: str | os.PathLike | Image.Image | np.
     pixels = read_rgb(image)
     box = prompt_box(box, pixels.shape[1], pixels.shape[0])
     batch = processor.collate([processor(pixels, box)])
-    return generate(model, batch, getattr(processor, "tokenizer", None), max_new_tokens)[0]
+    return model.generate_grounded(batch, processor.tokenizer, max_new_tokens=max_new_tokens)[0]
 
 
 def prediction_json(pred, box: Sequence[float]) -> dict[str, Any]:
