@@ -166,7 +166,9 @@ def test_sam2_features_and_decoder_call_at_1024(paper_meta):
 def test_eval_mode_applies_the_dynamic_multimask_fallback(tiny_model, train_batch):
     model = tiny_model
     decoder = model.sam.mask_decoder
-    assert decoder.dynamic_multimask_via_stability
+    assert not decoder.dynamic_multimask_via_stability  # tiny: the multimask tokens never train from scratch
+    assert CLVNetConfig.paper().sam_config.mask_decoder_config.dynamic_multimask_via_stability  # GeoPixel: on
+    decoder.dynamic_multimask_via_stability = True
     features = model.sam_image_features(train_batch["sam_pixel_values"])
     prompts = torch.randn(8, model.config.prompt_dim, generator=torch.Generator().manual_seed(0)) * 3
     low_res = (32, 32)  # the tiny decoder's own resolution: the resize is the identity
@@ -177,6 +179,7 @@ def test_eval_mode_applies_the_dynamic_multimask_fallback(tiny_model, train_batc
         chosen, chosen_iou, _ = model.decode_masks(features, 0, prompts, low_res)
     finally:
         decoder.eval()
+        decoder.dynamic_multimask_via_stability = False
     stable = decoder._get_stability_scores(single) >= decoder.dynamic_multimask_stability_thresh
     assert (~stable).any()  # random weights: some objects are unstable
     assert torch.equal(chosen[stable], single[stable])  # stable: token 0, as in training

@@ -241,7 +241,10 @@ def _sam2_tiny() -> dict:
     vision = dict(backbone_config=backbone, backbone_channel_list=[128, 64, 32, 16],
                   backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]], fpn_hidden_size=32)
     prompt = dict(hidden_size=32, image_size=128, patch_size=16)
-    decoder = dict(hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32)
+    # The multimask tokens are never trained from scratch (training uses token 0, §1.3), so SAM2's eval-mode
+    # fallback to them would swap a trained mask for an untrained one: off for the tiny preset.
+    decoder = dict(hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32,
+                   dynamic_multimask_via_stability=False)
     return dict(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
 
 
