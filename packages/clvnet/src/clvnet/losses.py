@@ -5,7 +5,8 @@
 * :func:`relation_consistency_loss`: L_rec (eq. 11), the symmetric KL between the textual and visual relation
   matrices, from their row log-softmaxes.
 * :func:`cross_modal_contrastive_loss`: L_csc (eq. 10), decoupled InfoNCE between mask embeddings and the word
-  embeddings of the phrases, in both directions, with the spec's [RECON] positive/negative sets.
+  embeddings of the phrases, in both directions, with the spec's [RECON] positive/negative sets. Each direction is
+  one :func:`rs_shared.kernels.grouped_info_nce` (fused Triton kernels on CUDA, the PyTorch reference elsewhere).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from rs_shared.kernels import grouped_info_nce
 
 DICE_SCALE = 1000.0
 DICE_EPS = 1e-6
@@ -123,26 +125,16 @@ def cross_modal_contrastive_loss(
     words = torch.cat(list(word_embeds))  # (T, C)
     owner = torch.repeat_interleave(torch.arange(n, device=words.device),
                                     torch.tensor([len(w) for w in word_embeds], device=words.device))
-    objects = torch.arange(n, device=words.device)
 
-    # mask → words (first sum of eq. 10)
-    sims = logit_scale * mask_embeds @ words.T  # (N, T)
-    negatives = owner[None, :] != objects[:, None]
-    log_negatives = sims.masked_fill(~negatives, float("-inf")).logsumexp(1)  # (N,)
-    positive = sims[owner, torch.arange(len(words), device=words.device)]  # (T,) m_owner · s
-    log_denominator = log_negatives[owner]
-    if include_positive:
-        log_denominator = torch.logaddexp(log_denominator, positive)
-    per_word = -(positive - log_denominator)
+    # mask → words (first sum of eq. 10): each word's owner is its object, the other objects' words are negatives
+    per_word = grouped_info_nce(mask_embeds, words, owner, logit_scale, include_positive)  # (T,)
     mask_to_words = torch.zeros(n, dtype=per_word.dtype, device=per_word.device).index_add(0, owner, per_word)
     mask_to_words = mask_to_words / torch.bincount(owner, minlength=n).to(per_word.dtype)
 
-    # words → mask (second sum of eq. 10)
+    # words → mask (second sum of eq. 10): phrase i owns mask i, the other masks are negatives
     phrase = F.normalize(torch.stack([w.mean(0) for w in word_embeds]), dim=-1)  # (N, C)
-    sims = logit_scale * phrase @ mask_embeds.T  # (N, N)
-    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=sims.device)
-    log_denominator = (sims if include_positive else sims.masked_fill(~off_diagonal, float("-inf"))).logsumexp(1)
-    words_to_mask = -(sims.diagonal() - log_denominator)
+    objects = torch.arange(n, device=words.device)
+    words_to_mask = grouped_info_nce(phrase, mask_embeds, objects, logit_scale, include_positive)  # (N,)
 
     total = (mask_to_words + words_to_mask).sum()
     return total / n if reduction == "mean" else total

@@ -23,6 +23,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from rs_shared.kernels import differential_attention, differential_attention_map
 from torch import nn
 
 from .configuration import IcipNetConfig
@@ -186,7 +187,8 @@ class DifferentialCrossAttention(nn.Module):
     (``G = C/h``) ``Q, K`` split into halves 1/2 and
     ``F = softmax(Q₁K₁ᵀ/√G + m) − λ·softmax(Q₂K₂ᵀ/√G + m)`` (eq. 8 with the code's softmaxes,
     ``m = 1e4·mask − 1e4``), ``λ = exp(⟨λq1, λk1⟩) − exp(⟨λq2, λk2⟩) + λ_init`` (eq. 7), ``V_o = F H`` (eq. 9),
-    then a per-token RMSNorm over the ``2C/h`` head channels and the factor ``1 − λ_init``.
+    then a per-token RMSNorm over the ``2C/h`` head channels and the factor ``1 − λ_init``. ``F H`` is the fused
+    :func:`rs_shared.kernels.differential_attention` (Triton on CUDA, which never stores ``F``).
     ``X (B, P, C)``, ``L_o (B, T, D)``, ``mask (B, T)`` → ``V_o (B, P, 2C)`` (heads concatenated).
     """
 
@@ -196,6 +198,7 @@ class DifferentialCrossAttention(nn.Module):
         if channels % num_heads:
             raise ValueError(f"{channels} channels do not split into {num_heads} heads")
         self.num_heads, self.head_dim = num_heads, channels // num_heads  # h, G
+        self.scale = 1.0 / math.sqrt(self.head_dim)
         self.lambda_init, self.lambda_std = lambda_init, lambda_std
         self.query = nn.Linear(channels, 2 * channels)
         self.key = nn.Linear(text_dim, 2 * channels)
@@ -226,25 +229,26 @@ class DifferentialCrossAttention(nn.Module):
         """``(B, S, 2C)`` → ``(B, h, S, 2G)``."""
         return t.view(t.shape[0], t.shape[1], self.num_heads, 2 * self.head_dim).transpose(1, 2)
 
-    def attention_map(self, x: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The differential map ``F`` of eq. (8): fp32 ``(B, h, P, T)``."""
+    def _queries_keys(self, x: torch.Tensor, text: torch.Tensor,
+                      mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Q = IN(Linear(X))`` ``(B, h, P, 2G)`` and ``K = Linear(L_o) ⊙ mask`` ``(B, h, T, 2G)``."""
         q = self._heads(instance_norm_tokens(self.query(x)))
         k = self._heads(self.key(text) * mask.unsqueeze(-1).to(text.dtype))
+        return q, k
+
+    def attention_map(self, x: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The differential map ``F`` of eq. (8): fp32 ``(B, h, P, T)``."""
+        q, k = self._queries_keys(x, text, mask)
         with _no_autocast(x.device):
-            q1, q2 = q.float().chunk(2, dim=-1)
-            k1, k2 = k.float().chunk(2, dim=-1)
-            bias = (1e4 * mask.float() - 1e4)[:, None, None, :]  # padded tokens → −1e4
-            scale = 1.0 / math.sqrt(self.head_dim)
-            attn1 = (q1 @ k1.transpose(-2, -1) * scale + bias).softmax(dim=-1)
-            attn2 = (q2 @ k2.transpose(-2, -1) * scale + bias).softmax(dim=-1)
-            return attn1 - self.differential_lambda().view(1, -1, 1, 1) * attn2
+            return differential_attention_map(q, k, mask, self.differential_lambda(), self.scale)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, P, _ = x.shape
-        attn = self.attention_map(x, text, mask)
+        q, k = self._queries_keys(x, text, mask)
         h = self._heads(self.value(text) * mask.unsqueeze(-1).to(text.dtype))
         with _no_autocast(x.device):
-            out = self.norm(attn @ h.float()) * (1.0 - self.lambda_init)  # eq. (9), RMSNorm, ×(1 − λ_init)
+            out = differential_attention(q, k, h, mask, self.differential_lambda(), self.scale)  # eqs. (8)–(9)
+            out = self.norm(out) * (1.0 - self.lambda_init)  # RMSNorm, × (1 − λ_init)
         return out.transpose(1, 2).reshape(B, P, -1).to(x.dtype)
 
 

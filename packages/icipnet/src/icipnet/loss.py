@@ -6,7 +6,8 @@
   ``d = (2·Σ p·t + 1e-6) / (Σ p + Σ t + 1e-6)``, and the loss is the **sum** of ``1 − d`` over the batch
   and both classes (range ``[0, 2B]``, so its weight grows with the batch size, as in the official code).
 
-Both terms are computed in fp32 whatever the logits' dtype (autocast-safe).
+Both terms are computed in fp32 whatever the logits' dtype (autocast-safe), by
+:func:`rs_shared.kernels.ce_dice_loss` (fused Triton kernels on CUDA, the PyTorch reference elsewhere).
 """
 
 from __future__ import annotations
@@ -14,18 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
+from rs_shared.kernels import ce_dice_loss, soft_dice_loss
 
 DICE_SMOOTH = 1e-6
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``Σ_{b,c} (1 − d_{b,c})`` for logits ``(B, C, H, W)`` and class indices ``target`` ``(B, H, W)``."""
-    probs = logits.float().softmax(dim=1)
-    one_hot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()  # (B, C, H, W)
-    inter = (probs * one_hot).sum(dim=(2, 3))
-    union = probs.sum(dim=(2, 3)) + one_hot.sum(dim=(2, 3))
-    return (1 - (2 * inter + DICE_SMOOTH) / (union + DICE_SMOOTH)).sum()
+    return soft_dice_loss(logits, target, DICE_SMOOTH)
 
 
 def icipnet_loss(logits: torch.Tensor, target: torch.Tensor, ce_weights: Sequence[float] = (0.9, 1.1),
@@ -40,10 +37,7 @@ def icipnet_loss(logits: torch.Tensor, target: torch.Tensor, ce_weights: Sequenc
                          f"{tuple(target.shape)}")
     if len(ce_weights) != logits.shape[1]:
         raise ValueError(f"ce_weights has {len(ce_weights)} entries for {logits.shape[1]} classes")
-    target = target.long()
-    weight = torch.tensor(list(ce_weights), dtype=torch.float32, device=logits.device)
-    ce = F.cross_entropy(logits.float(), target, weight=weight)
-    return (1 - dice_weight) * ce + dice_weight * dice_loss(logits, target)
+    return ce_dice_loss(logits, target.long(), list(ce_weights), dice_weight, smooth=DICE_SMOOTH)
 
 
 __all__ = ["dice_loss", "icipnet_loss"]
