@@ -10,6 +10,7 @@ Readers (typed records + a torch ``Dataset`` + ``to_hf_dataset`` each):
 
 Shared pieces: :mod:`.geometry` (box formats, frames and angle conventions, made explicit),
 :mod:`.masks`, :mod:`.errors`, :mod:`.formats` (detection registry for ``rs-data``), :mod:`.convert`,
+:mod:`.ingest` (your own images + one annotation table → the formats above),
 :mod:`.synthetic` (procedural aerial scenes, the embedded default of every CLI).
 """
 

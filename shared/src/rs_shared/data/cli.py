@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from .errors import DataFormatError, Problems
@@ -19,8 +20,52 @@ EPILOG = """examples:
   rs-data check data/refseg
   rs-data show data/refseg --index 3 --out refseg_3.png
   rs-data convert dota-to-sft data/dota data/dota_sft/sft.json
+  rs-data convert masks-to-refsegrs my_refseg/refs.csv data/my_refseg
   rs-data quickstart --out runs/quickstart
 """
+
+
+OWN_DATA = {  # conversion: (help, description, example of the annotation file, default p_train, p_val, seed)
+    "labels-to-scene": (
+        "your images + an image,label table -> scene classification (CoOp split JSON)",
+        "Copy the images into OUT/images/<label>/ and write the CoOp split OUT/<name>.json (class indices follow "
+        "the sorted labels). Without a 'split' column each class is split CoOp's way: a seeded shuffle, P_TRAIN "
+        "train, P_VAL val, the rest test.",
+        "Table (paths relative to the table's folder):\n"
+        "  image,label\n  images/0001.jpg,airport\n  images/0002.jpg,forest",
+        (0.5, 0.2, 1)),
+    "masks-to-refsegrs": (
+        "your images + object masks + an image,mask,expression table -> referring segmentation (RefSegRS)",
+        "Write the RefSegRS layout (images/<id>.tif, masks/<id>.tif, output_phrase_<split>.txt) with one id per "
+        "(image, mask) pair. A mask has two values: 0 is background, the other value the object (PNG, not JPEG). "
+        "All rows of an image go to one split.",
+        "Table (paths relative to the table's folder):\n  image,mask,expression\n"
+        "  images/0001.png,masks/0001_car.png,the red car left of the truck\n"
+        "  images/0001.png,masks/0001_car.png,the leftmost car",
+        (0.7, 0.1, 0)),
+    "captions-to-geopixeld": (
+        "your images + captions whose phrases carry polygons (JSON) -> grounded captions (GeoPixelD)",
+        "Write the GeoPixelD layout (GeoPixelD.json, <split>/<tile>.png and .json). Each phrase's text must occur "
+        "in the caption, in order; it is marked up as <p> text </p> [SEG]. Polygons are COCO-style flat "
+        "[x1, y1, x2, y2, ...] pixel lists, one per object the phrase names.",
+        "One record per image (a JSON list, or one object per line):\n"
+        '  {"image": "images/0001.png", "caption": "Two planes are parked beside a hangar.",\n'
+        '   "phrases": [{"text": "Two planes", "polygons": [[x1, y1, ...], [x1, y1, ...]]},\n'
+        '               {"text": "a hangar", "polygons": [[x1, y1, ...]]}]}',
+        (0.8, 0.0, 0)),
+    "qa-to-sft": (
+        "your images + an image,question,answer table -> chat/SFT conversations (LLaVA JSON)",
+        "Copy the images into OUT/images/, write one single-turn conversation per pair to OUT/<split>.json and the "
+        "held-out pairs to OUT/qa/<split>.jsonl (the form VQA evaluators read). Optional field: id. For DOTA "
+        "detection labels use dota-to-sft instead.",
+        "Table (JSON lines here; CSV with the same columns works too):\n"
+        '  {"image": "images/0001.png", "question": "How many planes are there?", "answer": "3"}\n'
+        '  {"image": "images/0001.png", "question": "Is there a hangar?", "answer": "yes"}',
+        (0.8, 0.0, 0)),
+}
+OWN_DATA_COMMON = ("An optional 'split' field (train, val or test) in every row fixes the splits; without it images "
+                   "are drawn into splits with --p-train, --p-val and --seed, all rows of an image together. Errors "
+                   "name the table's file and row. Exit code 1 on bad input, 2 on bad arguments or a non-empty OUT.")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -100,6 +145,26 @@ def build_parser() -> argparse.ArgumentParser:
     c = conv.add_parser("to-arrow", help="any supported dataset -> HF datasets DatasetDict (Arrow) on disk")
     c.add_argument("src", type=Path)
     c.add_argument("out", type=Path)
+    for name, (help_text, description, example, split_defaults) in OWN_DATA.items():
+        text = "\n\n".join([textwrap.fill(description, 100), example, textwrap.fill(OWN_DATA_COMMON, 100)])
+        c = conv.add_parser(name, help=help_text, description=text,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        c.add_argument("table", type=Path, help="the annotation file (" + (
+            "JSON list or JSON lines" if name == "captions-to-geopixeld" else "CSV, TSV, JSON list or JSON lines")
+            + ")")
+        c.add_argument("out", type=Path, help="output directory (created; must be empty or absent)")
+        c.add_argument("--root", type=Path, default=None,
+                       help="folder the table's relative paths start from (default: the table's folder)")
+        c.add_argument("--p-train", type=float, default=split_defaults[0],
+                       help=f"share of images in train when the table has no 'split' column (default "
+                            f"{split_defaults[0]})")
+        c.add_argument("--p-val", type=float, default=split_defaults[1],
+                       help=f"share of images in val, likewise (default {split_defaults[1]}); test gets the rest")
+        c.add_argument("--seed", type=int, default=split_defaults[2],
+                       help=f"seed of the split draw (default {split_defaults[2]})")
+        if name == "labels-to-scene":
+            c.add_argument("--name", default=None,
+                           help="split JSON name, written as OUT/NAME.json (default: OUT's folder name, lower case)")
 
     p = sub.add_parser("quickstart", help="generate, check and draw one small synthetic dataset of every task",
                        description="The embedded default end to end: for every task, generate a small synthetic "
@@ -166,6 +231,17 @@ def show(root: Path, index: int, out: Path, split: str | None = None) -> Path:
     return viz.save_png(fmt.preview(records[index]), out)
 
 
+def _convert_own_data(args: argparse.Namespace) -> dict[str, int]:
+    from . import ingest
+
+    split = {"root": args.root, "p_train": args.p_train, "p_val": args.p_val, "seed": args.seed}
+    if args.conversion == "labels-to-scene":
+        return ingest.labels_to_scene(args.table, args.out, name=args.name, **split)
+    convert = {"masks-to-refsegrs": ingest.masks_to_refsegrs, "captions-to-geopixeld": ingest.captions_to_geopixeld,
+               "qa-to-sft": ingest.qa_to_sft}[args.conversion]
+    return convert(args.table, args.out, **split)
+
+
 def quickstart(out: Path, n: int, seed: int) -> int:
     from .synthetic.export import synthesize
 
@@ -208,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                 counts = convert.dota_to_sft(args.src, args.out_json, args.classes)
             elif args.conversion == "geopixeld-to-rrsisd":
                 counts = convert.geopixeld_to_rrsisd(args.src, args.out)
+            elif args.conversion in OWN_DATA:
+                counts = _convert_own_data(args)
             else:
                 counts = convert.to_arrow(args.src, args.out)
             print(", ".join(f"{k} {v}" for k, v in counts.items()))
