@@ -15,78 +15,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from rs_bench.rscovlm import questions, score
 from rs_shared.data.conversations import read_conversations
-from rs_shared.metrics.boxes import xyxy_iou
 from rs_shared.training import load_config
 
 from rscovlm.cli_train import CONFIG_DIR
 from rscovlm.mixture import SFTDataset, ensure_synthetic_sft
 from rscovlm.model_factory import load_pretrained
-from rscovlm.parsing import normalize_answer, parse_count
 from rscovlm.train import RSCoVLMTrainConfig, run
 
-CLASS_QUESTION = re.compile(r"^(what type of area|what kind of scene)", re.I)
-COUNT_QUESTION = re.compile(r"^how many", re.I)
-BOX = re.compile(r"^(-?[0-9]{1,6}),(-?[0-9]{1,6}),(-?[0-9]{1,6}),(-?[0-9]{1,6})")
 
-
-def questions(dataset: SFTDataset) -> list[dict]:
-    """Held-out prompts: ``{"index", "task", "messages" (up to the question), "answer"}``."""
-    out = []
-    for i, record in enumerate(dataset.records):
-        messages = dataset.messages(i)
-        for k in range(1, len(messages), 2):
-            question = "".join(item["text"] for item in messages[k - 1]["content"] if item["type"] == "text")
-            answer = messages[k]["content"][0]["text"]
-            if record.source == "synthetic:grounding":
-                task = "grounding"
-            elif CLASS_QUESTION.match(question.strip()):
-                task = "classification"
-            elif COUNT_QUESTION.match(question.strip()):
-                task = "counting"
-            else:
-                continue
-            out.append({"index": i, "task": task, "messages": messages[:k], "answer": answer})
-    return out
-
-
-def correct(task: str, output: str, answer: str) -> bool:
-    if task == "counting":
-        parsed = parse_count(output)
-        return parsed.ok and parsed.value == int(answer)
-    if task == "classification":
-        return normalize_answer(output) == normalize_answer(answer)
-    match, gold = BOX.match(output.strip()), BOX.match(answer)
-    if match is None:
-        return False
-    pred = np.array([[float(v) for v in match.groups()]])
-    return bool(xyxy_iou(pred, np.array([[float(v) for v in gold.groups()]]))[0, 0] > 0.5)
-
-
-@torch.no_grad()
-def score(model_dir: Path, dataset: SFTDataset, prompts: list[dict], blank: bool) -> dict[str, float]:
-    loaded = load_pretrained(model_dir)
-    renderer = loaded.renderer()
-    hits: dict[str, list[bool]] = {}
-    for prompt in prompts:
-        images = dataset.records[prompt["index"]].load()["images"]
-        if blank:
-            images = [np.full_like(image, 128) for image in images]
-        sample = renderer.render(prompt["messages"], images, add_generation_prompt=True)
-        generated = loaded.model.generate(
-            input_ids=sample.input_ids[None], attention_mask=torch.ones(1, len(sample), dtype=torch.long),
-            mm_token_type_ids=sample.mm_token_type_ids[None], pixel_values=sample.pixel_values,
-            image_grid_thw=sample.image_grid_thw, max_new_tokens=24, do_sample=False)
-        output = loaded.tokenizer.decode(generated[0, len(sample):], skip_special_tokens=True)
-        hits.setdefault(prompt["task"], []).append(correct(prompt["task"], output, prompt["answer"]))
-    return {task: float(np.mean(v)) for task, v in sorted(hits.items())} | {
-        f"n_{task}": len(v) for task, v in sorted(hits.items())}
+def _accuracies(scores: dict) -> dict:
+    """The per-task accuracies and question counts of :func:`rs_bench.rscovlm.score` (without outputs/timings)."""
+    return {k: v for k, v in scores.items() if k not in ("outputs", "seconds")}
 
 
 def benchmark(out: Path, steps: int, train_n: int, heldout_n: int, data_root: Path, seed: int = 0) -> dict:
@@ -102,7 +47,8 @@ def benchmark(out: Path, steps: int, train_n: int, heldout_n: int, data_root: Pa
     data_time = time.monotonic() - started
     result = run(cfg)
     train_time = time.monotonic() - started - data_time
-    dataset = SFTDataset(heldout, load_pretrained(result["model"]).renderer(), random_resize_prob=0.0)
+    loaded = load_pretrained(result["model"])
+    dataset = SFTDataset(heldout, loaded.renderer(), random_resize_prob=0.0)
     prompts = questions(dataset)
     report = {
         "command": f"uv run python benchmarks/rscovlm_learning.py --steps {steps} --train-n {train_n} "
@@ -110,8 +56,8 @@ def benchmark(out: Path, steps: int, train_n: int, heldout_n: int, data_root: Pa
         "steps": steps, "train_records": train_n, "heldout_records": heldout_n, "seed": seed,
         "final_train_loss": result["logs"]["loss"], "train_seconds": round(train_time, 1),
         "steps_per_second": round(steps / train_time, 2), "data_seconds": round(data_time, 1),
-        "real": score(Path(result["model"]), dataset, prompts, blank=False),
-        "blank": score(Path(result["model"]), dataset, prompts, blank=True),
+        "real": _accuracies(score(loaded, dataset, prompts, blank=False)),
+        "blank": _accuracies(score(loaded, dataset, prompts, blank=True)),
     }
     report["total_seconds"] = round(time.monotonic() - started, 1)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ the meta device, Partial LoRA, LoRA mode, save/load, gradients, ablations and gr
 import numpy as np
 import pytest
 import torch
+from rs_shared.hub import WeightsMismatchError
 
 from clvnet.configuration import CLVNetConfig
 from clvnet.modeling import CLVNetModel
@@ -351,14 +352,20 @@ def test_loading_is_strict(make_model, tmp_path):
     make_model().save_pretrained(tmp_path)
     config = CLVNetConfig.from_pretrained(tmp_path)
     config.llm_training = "lora"
-    with pytest.raises(ValueError, match=r"missing_keys: .*q_proj\.base_layer\.weight.*unexpected_keys: .*q_proj\.weight"):
+    with pytest.raises(WeightsMismatchError, match=r"missing keys .*q_proj\.base_layer\.weight(.|\n)*unexpected keys .*q_proj\.weight"):
         CLVNetModel.from_pretrained(tmp_path, config=config)
     weights = load_file(tmp_path / "model.safetensors")
     weights.pop("cgformer.phi_o.bias")
     weights["text_projector.0.bias"] = torch.zeros(3)
+    weights["sralign.surplus"] = torch.zeros(2)
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match=r"missing_keys: cgformer\.phi_o\.bias.*mismatched_keys: .*text_projector"):
+    with pytest.raises(WeightsMismatchError) as info:
         CLVNetModel.from_pretrained(tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'model.safetensors'} does not match CLVNetModel")
+    assert "missing keys (in the model, not in the file) [1]: cgformer.phi_o.bias" in message
+    assert "unexpected keys (in the file, not in the model) [1]: sralign.surplus" in message
+    assert "wrong shapes [1]: text_projector.0.bias: (3) in the file, (128) in the model" in message
 
 
 # --- §1.4/§1.5 gradients and ablations -------------------------------------------------------------------------

@@ -6,17 +6,21 @@ import json
 import pytest
 import torch
 
-from clvnet import cli_train
+from rs_shared.hub import read_model_card
+
+from clvnet import cli_eval, cli_train
 from clvnet.configuration import CLVNetConfig
 from clvnet.modeling import CLVNetModel
 from clvnet.tokenizer import load_tokenizer
 
 
 def args(out, gcg_root, *extra) -> list[str]:
-    """The tiny-synthetic preset cut to 2 steps of batch 2 on the session's 40 synthetic tiles."""
+    """The tiny-synthetic preset cut to 2 steps of batch 2 on the session's 40 synthetic tiles; the model card's
+    evaluation on 2 test tiles without caption metrics."""
     return ["--config", "tiny-synthetic", "--train.output_dir", str(out), "--train.max_steps", "2",
             "--train.batch_size", "2", "--train.log_every", "1", "--train.tensorboard", "false",
-            "--data.synthetic_dir", str(gcg_root), "--data.synthetic_n", "40", *extra]
+            "--data.synthetic_dir", str(gcg_root), "--data.synthetic_n", "40", "--eval.caption_metrics", "false",
+            "--eval.max_samples", "2", *extra]
 
 
 def log_steps(out) -> list[int]:
@@ -88,3 +92,33 @@ def test_resume_continues_the_run(tmp_path, gcg_root, capsys):
     # starting afresh over a run's checkpoints is refused with a message (not a traceback)
     assert cli_train.main(args(out, gcg_root, "--train.max_steps", "3")) == 1
     assert "resume" in capsys.readouterr().err
+
+
+def test_model_card_evaluation_reproduces(tmp_path, gcg_root, capsys):
+    """train → save_pretrained dir with README.md → the card's clvnet-eval command gives the card's metrics."""
+    out = tmp_path / "run"
+    assert cli_train.main(args(out, gcg_root, "--eval.caption_metrics", "true", "--eval.max_samples", "3")) == 0
+    assert "evaluation: clvnet-eval --model" in capsys.readouterr().out
+    card = read_model_card(out / "model")
+    assert (card.model_name, card.preset, card.package) == ("CLV-Net", "tiny", "rs-clvnet")
+    assert card.training_data["tiles"] == 32 and card.training_data["synthetic_seed"] == 0
+    (evaluation,) = card.evaluations
+    assert evaluation.command[:3] == ("clvnet-eval", "--model", str(out / "model"))
+    assert {"num_images", "mIoU", "AP50", "recall", "METEOR", "CIDEr"} <= evaluation.metrics.keys()
+    assert evaluation.metrics["num_images"] == 3
+    text = (out / "model" / "README.md").read_text()
+    assert "max_steps: 2" in text and evaluation.command_line in text
+    report = out / "model" / "eval" / "metrics.json"
+    report.unlink()
+    assert cli_eval.main(list(evaluation.command[1:])) == 0
+    results = json.loads(report.read_text())["results"]
+    for name, value in evaluation.metrics.items():
+        assert results[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+
+
+def test_real_data_without_eval_data_writes_a_card_without_metrics(tmp_path, gcg_root):
+    out = tmp_path / "run"
+    assert cli_train.main(args(out, gcg_root, "--data.train", str(gcg_root), "--train.max_steps", "1")) == 0
+    card = read_model_card(out / "model")
+    assert card.evaluations == () and card.training_data["split"] == "all tiles"
+    assert "no eval.data was given" in (out / "model" / "README.md").read_text()

@@ -28,7 +28,7 @@ def tiny_config(synthetic_dir, out, *overrides):
     return load_config(RSCoVLMTrainConfig, CONFIG_DIR / "tiny-synthetic.yaml", [
         f"train.output_dir={out}", f"data.synthetic_dir={synthetic_dir}", "data.synthetic_n=12",
         "train.max_steps=4", "train.batch_size=4", "train.log_every=1", "train.save_every=2", "train.keep_last=3",
-        *overrides])
+        "eval.synthetic_samples=2", "eval.max_new_tokens=4", *overrides])
 
 
 def test_one_step_on_a_mixed_batch_masks_all_but_assistant_tokens(synthetic_dir, tmp_path):
@@ -82,7 +82,8 @@ def test_cli_help_and_errors(capsys, tmp_path):
 def test_cli_trains_the_tiny_preset_end_to_end(synthetic_dir, tmp_path, capsys, rgb):
     out = tmp_path / "run"
     code = main(["--config", "tiny-synthetic", "--train.output_dir", str(out), "--data.synthetic_dir",
-                 str(synthetic_dir), "--data.synthetic_n", "12", "--train.max_steps", "3", "--train.log_every", "1"])
+                 str(synthetic_dir), "--data.synthetic_n", "12", "--train.max_steps", "3", "--train.log_every", "1",
+                 "--eval.tasks", "cls", "--eval.synthetic_samples", "2", "--eval.max_new_tokens", "4"])
     assert code == 0 and "trained 3 steps on 12 mixture samples" in capsys.readouterr().out
     loaded = load_pretrained(out / "model")
     assert loaded.image_settings.max_pixels == 28 * 28 * 64

@@ -34,7 +34,8 @@ def test_deepspeed_zero1_two_processes(tmp_path):
                str(accelerate_config("deepspeed_zero1")), "--num_processes", "2", "--main_process_port", free_port(),
                cli_train.__file__, "--config", "tiny-synthetic", "--train.output_dir", str(out),
                "--data.synthetic_dir", str(data), "--data.synthetic_n", "16", "--train.batch_size", "2",
-               "--train.max_steps", "4", "--train.log_every", "1", "--train.save_every", "2"]
+               "--train.max_steps", "4", "--train.log_every", "1", "--train.save_every", "2",
+               "--eval.tasks", "cls", "--eval.synthetic_samples", "2", "--eval.max_new_tokens", "4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu",
            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR",
                                                   str(Path.home() / ".cache" / "torch_extensions"))}

@@ -40,7 +40,8 @@ TRAIN_DESCRIPTION = (
     "Train BiMoRS (caption-conditioned prompt learning for CLIP) under one protocol, once per seed, and write "
     "<train.output_dir>/results.json and results.md: micro top-1 accuracy (primary), macro accuracy, H (base-to-new) "
     "for BiMoRS and for zero-shot CLIP ('a photo of a {}.'), plus a save_pretrained model per seed "
-    "(<dataset>-<subsample>/seed<k>/model) for bimors-eval. --config takes a YAML file or a packaged preset: "
+    "(<dataset>-<subsample>/seed<k>/model) for bimors-eval, with a model card (README.md) quoting the bimors-eval "
+    "commands that reproduce its metrics. --config takes a YAML file or a packaged preset: "
     f"{DEFAULT_PRESET} (the default: tiny CLIP on the synthetic dataset, CPU), base2new, cross_dataset, dg (the "
     "paper's protocols; set --data.root, --data.captions and --model.clip). Every option below overrides the config, "
     "e.g. --protocol.seeds 1 --train.epochs 2. Resume interrupted runs with --train.resume auto.")

@@ -29,6 +29,7 @@ from typing import Sequence
 import open_clip
 import torch
 import torch.nn.functional as F
+from rs_shared.hub import compare_state_dict, strict_from_pretrained
 from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedModel
@@ -206,8 +207,10 @@ class BiMoRSModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """``PreTrainedModel.from_pretrained``, then :meth:`set_trainable_parameters` (loading makes all trainable)."""
-        loaded = super().from_pretrained(*args, **kwargs)
+        """``PreTrainedModel.from_pretrained``, strict (a missing or unexpected key or a wrong shape raises
+        :class:`~rs_shared.hub.WeightsMismatchError` listing them all), then :meth:`set_trainable_parameters`
+        (loading makes all trainable)."""
+        loaded = strict_from_pretrained(super().from_pretrained, *args, **kwargs)
         (loaded[0] if isinstance(loaded, tuple) else loaded).set_trainable_parameters()
         return loaded
 
@@ -442,14 +445,10 @@ class BiMoRSModel(PreTrainedModel):
         expected = self.clip.state_dict()
         if "logit_scale" in state and "logit_scale" in expected:
             state["logit_scale"] = state["logit_scale"].reshape(expected["logit_scale"].shape)
-        shapes = [f"{k}: {tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} in the model"
-                  for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape]
-        problems = [f"{label} {sorted(keys)[:8]}{' …' if len(keys) > 8 else ''}" for label, keys in (
-            ("missing keys", expected.keys() - state.keys()), ("unexpected keys", state.keys() - expected.keys()),
-            ("wrong shapes", shapes)) if keys]
-        if problems:
+        differences = compare_state_dict(expected, state)
+        if differences:
             raise ValueError(f"{path}: not a CLIP checkpoint for clip_model={self.config.clip_model!r} "
-                             f"({'; '.join(problems)}); expected {CLIP_CHECKPOINT_HINT}")
+                             f"({differences.describe()}); expected {CLIP_CHECKPOINT_HINT}")
         self.clip.load_state_dict(state)
         self.clip.logit_scale.fill_(math.log(self.config.logit_scale))
         self.prompt_learner.ctx.copy_(self._ctx_init_embedding())

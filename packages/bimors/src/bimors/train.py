@@ -20,9 +20,12 @@ Layout of ``train.output_dir``::
     train_config.yaml, results.json, results.md
     <dataset>-<subsample>/seed<k>/            rs_shared.training run: log.jsonl, checkpoints/, final/
         model/                                 save_pretrained + training.json (dataset, class names, …)
-                                               + train_config.yaml
-        best/                                  best_on_test only: the selected epoch
+                                               + train_config.yaml + README.md (model card)
+        best/                                  best_on_test only: the selected epoch (+ its model card)
         evaluations.json                       this seed's metrics
+
+Each model card (:func:`rs_shared.hub.write_model_card`) lists the training data, the resolved configuration and,
+for every evaluation that scored that directory, the ``bimors-eval`` command that reproduces it with its metrics.
 
 Deviations from the official code: fp32 master weights (the official prompt learner is fp16 with plain SGD); the
 caption projection is saved with the model.
@@ -39,6 +42,7 @@ from typing import Any, Literal
 
 from accelerate.utils import set_seed
 from rs_shared.data.common import atomic_path, write_json
+from rs_shared.hub import CardEvaluation, write_model_card
 from rs_shared.training import (
     GroupRule,
     OptimConfig,
@@ -360,7 +364,40 @@ def train_run(cfg: BiMoRSTrainConfig, run: TrainingRun, seed: int, clip: Path, *
         evaluations.append({**dataclasses.asdict(evaluation), "checkpoint": chosen, **metrics})
     if accelerator.is_main_process:
         write_json(out / "evaluations.json", evaluations, indent=2)
+        for checkpoint in ("last", "best") if best else ("last",):
+            write_card(cfg, out / ("model" if checkpoint == "last" else "best"), info, seed,
+                       [e for e in evaluations if e["checkpoint"] == checkpoint])
     return {"model": out / "model", "best": out / "best" if best else None, "evaluations": evaluations}
+
+
+def evaluation_command(cfg: BiMoRSTrainConfig, model_dir: Path, evaluation: dict[str, Any]) -> list[str]:
+    """The ``bimors-eval`` command line (program first) that scores ``model_dir`` on one of the run's evaluations
+    exactly as :func:`train_run` did (the data root, seed, shots and class split come from ``training.json``)."""
+    argv = ["bimors-eval", "--model", str(model_dir), "--dataset", evaluation["dataset"],
+            "--subsample", evaluation["subsample"], "--batch-size", str(cfg.data.eval_batch_size)]
+    return argv + (["--captions", cfg.data.captions] if cfg.data.captions else [])
+
+
+def write_card(cfg: BiMoRSTrainConfig, model_dir: Path, info: dict[str, Any], seed: int,
+               evaluations: list[dict[str, Any]]) -> Path:
+    """The model card of one seed's ``model/`` (or ``best/``) directory, quoting ``evaluations`` (rows of
+    :func:`train_run` that scored this directory)."""
+    training_data = {k: info[k] for k in ("dataset", "root", "subsample", "num_shots", "train_images", "seed",
+                                          "caption_cache", "clip")}
+    training_data["class_names"] = ", ".join(info["class_names"])
+    if info["dataset"] == SYNTHETIC:
+        training_data.update(synthetic_n=cfg.data.synthetic_n, synthetic_seed=0)
+    config = config_to_dict(cfg)
+    config["train"].update(seed=seed, output_dir=str(model_dir.parent))
+    cards = [CardEvaluation(tuple(evaluation_command(cfg, model_dir, e)),
+                            {k: e[k] for k in ("accuracy", "macro_accuracy", "macro_f1", "n")},
+                            f"{e['dataset']}, {e['subsample']} classes ({e['role']}); micro top-1 accuracy "
+                            "(primary), macro accuracy and macro-F1 as fractions:") for e in evaluations]
+    selection = ("the last epoch" if model_dir.name == "model"
+                 else "the epoch with the best accuracy on the run's own test split (the official selection)")
+    return write_model_card(model_dir, model_name="BiMoRS", preset=cfg.model.preset, package="rs-bimors",
+                            training_data=training_data, config=config, evaluations=cards,
+                            notes=[f"Protocol {cfg.protocol.name}, seed {seed}: {selection}."])
 
 
 # --- the protocol ------------------------------------------------------------------------------------------------
@@ -452,5 +489,6 @@ def run(cfg: BiMoRSTrainConfig, *, callbacks=(), progress: bool = True) -> dict[
 
 __all__ = [
     "BiMoRSTrainConfig", "DataSection", "ModelSection", "ProtocolSection", "build_model", "build_protocol",
-    "clip_checkpoint", "read_training_info", "run", "save_model", "summarize", "train_run", "zero_shot_results",
+    "clip_checkpoint", "evaluation_command", "read_training_info", "run", "save_model", "summarize", "train_run",
+    "write_card", "zero_shot_results",
 ]

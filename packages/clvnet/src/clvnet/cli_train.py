@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rs_shared.data.errors import DataFormatError
+from rs_shared.metrics.captioning import JavaNotFoundError
 from rs_shared.training import CheckpointError, ConfigError, parse_config, resolve_preset
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -23,7 +24,9 @@ DESCRIPTION = (
     "model trained from scratch on synthetic GeoPixelD-format tiles, CPU) and --config paper (the paper recipe: "
     "set --model.init to a directory made by clvnet-convert and --data.train to GeoPixelD.json). Ablations: "
     "--model.ablation no_box|no_cgformer|lambda0|lambda0.5|lambda5|csc_only|rec_only. Resume: --train.resume auto. "
-    "The trained model is written to <train.output_dir>/model (read by clvnet-eval / clvnet-predict).")
+    "The trained model is written to <train.output_dir>/model (read by clvnet-eval / clvnet-predict) with a model "
+    "card (README.md: training data, configuration, and the clvnet-eval command run at the end of training with its "
+    "metrics; options --eval.*).")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,14 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config(CLVNetTrainConfig, argv, prog=PROG, description=DESCRIPTION)
     try:
         result = run(cfg)
-    except (CheckpointError, ConfigError, DataFormatError, FileNotFoundError, ValueError) as e:
+    except (CheckpointError, ConfigError, DataFormatError, FileNotFoundError, JavaNotFoundError, ValueError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     if not result["main_process"]:
         return 0
     print(f"trained {result['step']} steps on {result['samples']} tiles ({result['processes']} process(es)); "
           f"last loss {result['logs']['loss']:.4f}")
-    print(f"model: {result['model']}")
+    print(f"model: {result['model']}  (model card: README.md)")
+    if result["evaluation"] is not None:
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in result["evaluation"].metrics.items() if k != "num_images")
+        print(f"evaluation: {result['evaluation'].command_line}\n  {metrics}")
     return 0
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rs_shared.data.gcg import parse_grounded_caption
+from rs_shared.hub import strict_from_pretrained
 from torch import nn
 from torchvision.ops import roi_align
 from transformers import CLIPVisionModel, LlamaForCausalLM, PreTrainedModel, Sam2Model
@@ -125,20 +126,12 @@ class CLVNetModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """``PreTrainedModel.from_pretrained``, but strict: a missing or unexpected key or a shape mismatch raises
-        with the list of differences instead of leaving randomly initialised weights (e.g. a directory saved with
+        """``PreTrainedModel.from_pretrained``, but strict (:func:`rs_shared.hub.strict_from_pretrained`): a missing
+        or unexpected key or a shape mismatch raises :class:`~rs_shared.hub.WeightsMismatchError` listing every
+        difference instead of leaving randomly initialised weights (e.g. a directory saved with
         ``llm_training="full"`` loaded as ``"lora"``; converted official weights go through
         :func:`clvnet.convert.build_from_geopixel`)."""
-        want_info = kwargs.pop("output_loading_info", False)
-        kwargs.setdefault("ignore_mismatched_sizes", True)  # reported below with the rest, not half-loaded
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        differences = {kind: sorted(map(str, info.get(kind) or ())) for kind in
-                       ("missing_keys", "unexpected_keys", "mismatched_keys")}
-        if any(differences.values()):
-            listing = "; ".join(f"{kind}: {', '.join(keys)}" for kind, keys in differences.items() if keys)
-            raise ValueError(f"the weights in {args[0] if args else kwargs.get('pretrained_model_name_or_path')} do "
-                             f"not match this CLVNetConfig — {listing}")
-        return (model, info) if want_info else model
+        return strict_from_pretrained(super().from_pretrained, *args, **kwargs)
 
     def _inject_lora(self) -> None:
         from peft import LoraConfig, inject_adapter_in_model

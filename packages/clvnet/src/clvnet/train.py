@@ -10,8 +10,12 @@ written by ``rs_shared`` (the embedded default). ``model.ablation`` applies one 
 (Tables II–V) to either preset.
 
 Output (``<train.output_dir>``): ``model/`` (``save_pretrained`` weights + config + tokenizer, read by
-``clvnet-eval``/``clvnet-predict``), ``train_config.yaml``, ``log.jsonl``, ``checkpoints/`` (resume with
-``--train.resume auto``).
+``clvnet-eval``/``clvnet-predict``, with a model card ``README.md`` and the report of the evaluation it quotes in
+``model/eval/``), ``train_config.yaml``, ``log.jsonl``, ``checkpoints/`` (resume with ``--train.resume auto``).
+
+The model card (:func:`rs_shared.hub.write_model_card`) lists the training data, the resolved configuration, and the
+exact ``clvnet-eval`` command run on the saved directory at the end of training with the metrics it gave (section
+``eval``: the synthetic tiles' test split by default; with real training data, ``eval.data`` names the test data).
 """
 
 from __future__ import annotations
@@ -21,10 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rs_shared.training import OptimConfig, ScheduleConfig, TrainConfig, build_accelerator, save_config, train
+from rs_shared.hub import CardEvaluation, write_model_card
+from rs_shared.metrics.captioning import check_caption_options
+from rs_shared.training import (
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+    build_accelerator,
+    config_to_dict,
+    save_config,
+    train,
+)
 
 from .configuration import CLVNetConfig
 from .data import GCGTrainDataset, ensure_synthetic_gcg
+from .evaluation import CAPTION_METRICS, HEADLINE
 from .modeling import CLVNetModel
 from .processing import CLVNetProcessor
 from .tokenizer import TokenIds, build_tiny_tokenizer, load_tokenizer
@@ -74,6 +89,23 @@ class DataSection:
 
 
 @dataclass
+class EvalSection:
+    data: str = field(default="", metadata=_help(
+        "GeoPixelD-format test data of the evaluation at the end of training (quoted in the model card); empty: "
+        "the synthetic tiles (data.synthetic_dir) when data.train is empty, else no evaluation"))
+    split: str = field(default="test", metadata=_help(
+        "only tiles whose image lies in a directory of this name; empty: every tile of the evaluation data"))
+    max_samples: int = field(default=0, metadata=_help("evaluate the first N tiles only; 0: all"))
+    batch_size: int = field(default=8, metadata=_help("images per generation call"))
+    caption_metrics: bool = field(default=True, metadata=_help("METEOR and CIDEr (need Java)"))
+
+    def validate(self) -> None:
+        if self.max_samples < 0 or self.batch_size < 1:
+            raise ValueError(f"eval.max_samples must be >= 0 and eval.batch_size >= 1, got {self.max_samples}, "
+                             f"{self.batch_size}")
+
+
+@dataclass
 class CLVNetTrainConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         output_dir="runs/clvnet", seed=0, epochs=10, batch_size=8, clip_grad_norm=1.0, log_every=10,
@@ -81,6 +113,7 @@ class CLVNetTrainConfig:
         schedule=ScheduleConfig(name="cosine", warmup_steps=150)))
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
+    eval: EvalSection = field(default_factory=EvalSection)
 
 
 def build_model(section: ModelSection, tokenizer_dir: Path) -> tuple[CLVNetModel, Any]:
@@ -128,9 +161,48 @@ def save_model(model: CLVNetModel, tokenizer, out: Path) -> Path:
     return out
 
 
+def evaluation_command(cfg: CLVNetTrainConfig, model_dir: Path) -> list[str] | None:
+    """The ``clvnet-eval`` command line (program first) of the model card, or ``None`` when there is no test data
+    (real training data without ``eval.data``). Its report goes to ``<model_dir>/eval``."""
+    if not (cfg.eval.data or not cfg.data.train):
+        return None
+    argv = ["clvnet-eval", "--model", str(model_dir), "--data", cfg.eval.data or cfg.data.synthetic_dir]
+    if cfg.eval.split:
+        argv += ["--split", cfg.eval.split]
+    argv += ["--batch-size", str(cfg.eval.batch_size), "--out", str(model_dir / "eval")]
+    if cfg.eval.max_samples:
+        argv += ["--max-samples", str(cfg.eval.max_samples)]
+    if not cfg.eval.caption_metrics:
+        argv.append("--no-caption-metrics")
+    return argv
+
+
+def evaluate_for_card(argv: list[str]) -> CardEvaluation:
+    """Run the ``clvnet-eval`` command ``argv`` in this process; its headline numbers (fractions)."""
+    from . import cli_eval
+
+    result = cli_eval.run(cli_eval.build_parser().parse_args(argv[1:]))
+    keys = ("num_images", *HEADLINE, "mean_phrases", "parse_problem_rate")
+    return CardEvaluation(tuple(argv), {k: result[k] for k in keys if k in result},
+                          "GLaMM's GCG protocol (fractions; recall by exact phrase match unless --bert is given):")
+
+
+def training_summary(cfg: CLVNetTrainConfig, data: Path, tiles: int) -> dict[str, Any]:
+    """The model card's training-data table."""
+    if cfg.data.train:
+        return {"data": str(data), "split": "all tiles", "tiles": tiles}
+    return {"data": f"synthetic GeoPixelD tiles (rs_shared generator) in {data}", "split": "train", "tiles": tiles,
+            "synthetic_n": cfg.data.synthetic_n, "synthetic_seed": cfg.data.synthetic_seed}
+
+
 def run(cfg: CLVNetTrainConfig) -> dict[str, Any]:
-    """Train as ``cfg`` says; returns the step count, the last logs and the saved model directory."""
+    """Train as ``cfg`` says, save the model with its model card; returns the step count, the last logs, the saved
+    model directory and the card's evaluation (``None`` without test data)."""
     out = Path(cfg.train.output_dir)
+    final = out / "model"
+    command = evaluation_command(cfg, final)
+    if command is not None and cfg.eval.caption_metrics:
+        check_caption_options(CAPTION_METRICS, "ptb")  # Java missing: fail now, not after training
     accelerator = build_accelerator(cfg.train)
     with accelerator.main_process_first():
         model, tokenizer = build_model(cfg.model, out / "tokenizer")
@@ -147,13 +219,21 @@ def run(cfg: CLVNetTrainConfig) -> dict[str, Any]:
         return output.loss, logs
 
     result = train(cfg.train, model, dataset, step_fn, collate_fn=processor.collate, accelerator=accelerator)
-    final = out / "model"
+    evaluation = None
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(model), tokenizer, final)
+        evaluation = evaluate_for_card(command) if command is not None else None
+        preset = cfg.model.preset + (f" ({cfg.model.ablation})" if cfg.model.ablation else "")
+        write_model_card(final, model_name="CLV-Net", preset=preset, package="rs-clvnet",
+                         training_data=training_summary(cfg, data, len(dataset)), config=config_to_dict(cfg),
+                         evaluations=[evaluation] if evaluation else [],
+                         notes=[] if evaluation else ["Evaluate it with `clvnet-eval --model <this directory> --data "
+                                                      "<GeoPixelD test data>` (no eval.data was given)."])
     accelerator.wait_for_everyone()
     return {"step": result.step, "logs": result.logs, "model": str(final), "samples": len(dataset),
-            "processes": accelerator.num_processes, "main_process": accelerator.is_main_process}
+            "processes": accelerator.num_processes, "main_process": accelerator.is_main_process,
+            "evaluation": evaluation}
 
 
-__all__ = ["ABLATIONS", "CLVNetTrainConfig", "DataSection", "ModelSection", "PRESETS", "build_model", "run",
-           "save_model", "training_data"]
+__all__ = ["ABLATIONS", "CLVNetTrainConfig", "DataSection", "EvalSection", "ModelSection", "PRESETS", "build_model",
+           "evaluation_command", "run", "save_model", "training_data"]

@@ -58,7 +58,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         "Train ICIPNet (referring remote-sensing image segmentation). Presets: --config tiny-synthetic (CPU, "
         "synthetic data, the default job), rrsisd, refsegrs (the paper's recipe; set --data.root, --model.swin, "
         "--model.bert). Every option below overrides the config file; e.g. the ICIP/BIF ablation: "
-        "--model.use_icip false --model.use_bif false. Resume a run with --train.resume auto."))
+        "--model.use_icip false --model.use_bif false. Resume a run with --train.resume auto. The final model "
+        "(<train.output_dir>/model) gets a model card (README.md) quoting the icipnet-eval command run on "
+        "--data.test_split at the end of training and its metrics."))
     try:
         result = run(cfg)
     except (DataFormatError, FileNotFoundError, ValueError) as e:
@@ -67,7 +69,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     print(f"trained {result['step']} steps; final validation " +
           ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     print(f"model: {result['model']}  (best validation oIoU {result['best_oIoU']:.4f}: {result['best']})")
-    print(f"evaluate: icipnet-eval --model {result['best']} --data {result['data']}")
+    evaluation = result["evaluation"]
+    if evaluation is not None:
+        print(f"model card: {result['model']}/README.md; {evaluation.command_line}: " +
+              ", ".join(f"{k} {v:.4f}" for k, v in evaluation.metrics.items() if k != "n"))
     return 0
 
 

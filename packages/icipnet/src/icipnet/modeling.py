@@ -23,6 +23,7 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
+from rs_shared.hub import KeyDifferences, compare_state_dict, strict_from_pretrained
 from safetensors.torch import load_file
 from timm.models.swin_transformer import (
     SwinTransformer,
@@ -148,8 +149,9 @@ class IcipNetModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """``PreTrainedModel.from_pretrained``, then :meth:`set_trainable_parameters` on the loaded model."""
-        loaded = super().from_pretrained(*args, **kwargs)
+        """``PreTrainedModel.from_pretrained``, strict (a missing or unexpected key or a wrong shape raises
+        :class:`~rs_shared.hub.WeightsMismatchError` listing them all), then :meth:`set_trainable_parameters`."""
+        loaded = strict_from_pretrained(super().from_pretrained, *args, **kwargs)
         (loaded[0] if isinstance(loaded, tuple) else loaded).set_trainable_parameters()
         return loaded
 
@@ -272,12 +274,9 @@ class IcipNetModel(PreTrainedModel):
             k: v for k, v in load_file(path).items()
             if not k.startswith(("head.", "norm.")) and not k.endswith(("relative_position_index", "attn_mask"))
         }
-        expected = self.swin.state_dict()
-        shapes = [f"{k}: {tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} in the model"
-                  for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape]
-        problems = _key_problems(expected.keys() - state.keys(), state.keys() - expected.keys(), shapes)
-        if problems:
-            raise ValueError(f"{path}: not a Swin checkpoint for this config ({'; '.join(problems)}); "
+        differences = compare_state_dict(self.swin.state_dict(), state)
+        if differences:
+            raise ValueError(f"{path}: not a Swin checkpoint for this config ({differences.describe()}); "
                              f"expected {SWIN_HUB_HINT}")
         self.swin.load_state_dict(state)
 
@@ -292,19 +291,10 @@ class IcipNetModel(PreTrainedModel):
         problems = [f"{f} {getattr(bert.config, f)} in the file, {getattr(self.config.text_config, f)} in the config"
                     for f in fields if getattr(bert.config, f) != getattr(self.config.text_config, f)]
         extras = [k for k in info["unexpected_keys"] if not k.startswith(("pooler.", "cls.", "bert.pooler."))]
-        problems += _key_problems(info["missing_keys"], extras, info["mismatched_keys"])
+        problems += KeyDifferences.from_loading_info({**info, "unexpected_keys": extras}).lines()
         if problems:
             raise ValueError(f"{directory}: not a BERT checkpoint for config.text_config ({'; '.join(problems)})")
         self.text_encoder.load_state_dict(bert.state_dict())
-
-
-def _key_problems(missing, unexpected, shapes) -> list[str]:
-    """Readable descriptions of the missing, unexpected and wrongly shaped keys of a checkpoint."""
-    problems = []
-    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes)):
-        if keys:
-            problems.append(f"{label} {sorted(map(str, keys))}")
-    return problems
 
 
 __all__ = ["IcipNetModel", "IcipNetOutput", "build_swin", "swin_block_forward"]

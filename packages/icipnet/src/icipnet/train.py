@@ -5,6 +5,12 @@ decay 0.01 except Swin's norms and relative-position tables and the per-stage ou
 (power 0.9) per iteration, 40 epochs, batch 4, loss 0.9·weighted CE + 0.1·Dice, BERT embeddings and its
 last two layers frozen, model selection by validation oIoU (one expression per ref). Without a dataset
 root it trains on synthetic RRSIS-D data written by ``rs_shared`` (the embedded default).
+
+Output (``<train.output_dir>``): ``model/`` (the final weights: ``save_pretrained`` + tokenizer, with a model card
+``README.md`` and, in ``model/eval-<split>/``, the report of the evaluation the card quotes), ``best/`` (the best
+validation oIoU), ``train_config.yaml``, ``log.jsonl``, ``checkpoints/``. The card
+(:func:`rs_shared.hub.write_model_card`) lists the training data, the resolved configuration and the exact
+``icipnet-eval`` command run on ``model/`` at the end of training (split ``data.test_split``) with its metrics.
 """
 
 from __future__ import annotations
@@ -15,7 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rs_shared.training import GroupRule, OptimConfig, ScheduleConfig, TrainConfig, build_accelerator, save_config, train
+from rs_shared.hub import CardEvaluation, write_model_card
+from rs_shared.training import (
+    GroupRule,
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+    build_accelerator,
+    config_to_dict,
+    save_config,
+    train,
+)
 
 from .configuration import IcipNetConfig
 from .data import RandomBoxes, RefSegEvalDataset, RefSegTrainDataset, collate, ensure_synthetic, load_split
@@ -74,6 +90,8 @@ class DataSection:
                                                                       "than the generator's default"))
     train_split: str = field(default="train", metadata=_help("split to train on"))
     val_split: str = field(default="val", metadata=_help("split for model selection (one expression per ref)"))
+    test_split: str = field(default="test", metadata=_help(
+        "split of the evaluation at the end of training that the model card quotes (every expression)"))
     overlap: str = field(default="union", metadata=_help("RRSIS-D mask parts: union, or official (sum == 1)"))
     random_boxes: bool = field(default=True, metadata=_help("RMSIN's black-box augmentation on 20 percent of the refs"))
     box_size: int = field(default=32, metadata=_help("side of the black boxes in original-image pixels"))
@@ -192,11 +210,45 @@ def run(cfg: IcipNetTrainConfig) -> dict[str, Any]:
     best = _KeepBest(model, tokenizer, out, accelerator)
     result = train(cfg.train, model, train_set, step_fn, collate_fn=collate, eval_fn=eval_fn,
                    param_groups=param_groups(cfg.train.optim.weight_decay), callbacks=[best], accelerator=accelerator)
+    final, evaluation = out / "model", None
     if accelerator.is_main_process:
-        final = out / "model"
         accelerator.unwrap_model(model).save_pretrained(final)
         tokenizer.save_pretrained(final)
+        evaluation = evaluate_for_card(evaluation_command(cfg, final, root))
+        write_model_card(final, model_name="ICIPNet", preset=cfg.model.preset, package="rs-icipnet",
+                         training_data=training_summary(cfg, root, len(train_set), size), config=config_to_dict(cfg),
+                         evaluations=[evaluation],
+                         notes=[f"Final weights after {result.step} steps; `{out / 'best'}` holds the best "
+                                "validation oIoU."])
     accelerator.wait_for_everyone()
-    return {"step": result.step, "eval": result.eval, "best_oIoU": best.best, "model": str(out / "model"),
-            "best": str(out / "best"), "data": str(root)}
+    return {"step": result.step, "eval": result.eval, "best_oIoU": best.best, "model": str(final),
+            "best": str(out / "best"), "data": str(root), "evaluation": evaluation}
 
+
+def evaluation_command(cfg: IcipNetTrainConfig, model_dir: Path, root: Path) -> list[str]:
+    """The model card's ``icipnet-eval`` command line (program first): every expression of ``data.test_split``;
+    the report goes to ``<model_dir>/eval-<split>``."""
+    return ["icipnet-eval", "--model", str(model_dir), "--data", str(root), "--split", cfg.data.test_split,
+            "--overlap", cfg.data.overlap, "--batch-size", str(cfg.data.eval_batch_size)]
+
+
+def evaluate_for_card(argv: list[str]) -> CardEvaluation:
+    """Run the ``icipnet-eval`` command ``argv`` in this process; its metrics (fractions, ``n`` samples)."""
+    from .cli import METRIC_COLUMNS, eval_parser, evaluate_command
+
+    report, _ = evaluate_command(eval_parser().parse_args(argv[1:]))
+    metrics = json.loads(report.read_text(encoding="utf-8"))["results"]["model"]
+    return CardEvaluation(tuple(argv), {k: metrics[k] for k in METRIC_COLUMNS},
+                          "The RRSIS test protocol (LAVT/RMSIN) at the model's input size; fractions:")
+
+
+def training_summary(cfg: IcipNetTrainConfig, root: Path, samples: int, image_size: int) -> dict[str, Any]:
+    """The model card's training-data table."""
+    summary: dict[str, Any] = {"data": str(root), "split": cfg.data.train_split, "training refs": samples,
+                               "image size": image_size, "overlap": cfg.data.overlap,
+                               "random boxes": cfg.data.random_boxes}
+    if not cfg.data.root:
+        summary.update({"data": f"synthetic RRSIS-D (rs_shared generator) in {root}",
+                        "synthetic_n": cfg.data.synthetic_n, "synthetic_seed": cfg.data.synthetic_seed,
+                        "synthetic_object_scale": cfg.data.synthetic_object_scale})
+    return summary

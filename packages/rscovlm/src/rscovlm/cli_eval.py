@@ -4,7 +4,7 @@
 Tasks: ``det`` (DOTA directory → APnc50/75/50:95 after tiling and merging), ``vg`` (grounding JSONL →
 Acc@0.5), ``cap`` (captions → BLEU/ROUGE-L/CIDEr), ``vqa`` and ``cls`` (answer accuracy under a §6 matcher).
 Every score comes with its parse-failure rate. Without ``--data`` a small synthetic set is generated into
-``<out>/data`` (see ``rscovlm.eval_data`` for the file formats).
+``<out>/data`` (see ``rscovlm.eval_data`` for the file formats) and reused when the same command runs again.
 """
 
 from __future__ import annotations
@@ -67,13 +67,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def synthetic_set(args: argparse.Namespace, directory: Path) -> Path:
+    """The default synthetic set of ``args.task`` in ``directory``: written once, with ``synthetic.json`` recording
+    how, and reused by a later run with the same task, size, seed and count (so a command can be re-run as is)."""
+    spec = {"task": args.task, "samples": args.synthetic_samples, "seed": args.seed, "size": args.synthetic_size}
+    marker = directory / "synthetic.json"
+    if marker.is_file():
+        saved = json.loads(marker.read_text(encoding="utf-8"))
+        if saved.get("spec") != spec:
+            raise FileExistsError(f"{directory} holds the synthetic set {saved.get('spec')}, not {spec}: choose "
+                                  "another --out")
+        return directory / saved["path"]
+    path = synthesize_eval_set(args.task, directory, args.synthetic_samples, args.seed, args.synthetic_size)
+    marker.write_text(json.dumps({"spec": spec, "path": str(path.relative_to(directory))}), encoding="utf-8")
+    return path
+
+
 def run(args: argparse.Namespace) -> dict:
     """Evaluate as the parsed ``args`` say; returns the written report."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = args.data
-    if data is None:
-        data = synthesize_eval_set(args.task, out / "data", args.synthetic_samples, args.seed, args.synthetic_size)
+    data = args.data if args.data is not None else synthetic_set(args, out / "data")
     samples = load_eval_set(args.task, data)
     if args.max_samples is not None:
         samples = samples[:args.max_samples]

@@ -24,7 +24,9 @@ DESCRIPTION = (
     "set --model.path to a local Qwen2.5-VL-7B-Instruct directory and launch with accelerate + the "
     "deepspeed_zero1 config). Mixture: --data.sources NAME=PATH,... --data.recipe NAME*K,NAME%P,... "
     "LoRA: --lora.enabled true. Resume: --train.resume auto. The trained model is written to "
-    "<train.output_dir>/model (readable by rscovlm-eval / rscovlm-chat).")
+    "<train.output_dir>/model (readable by rscovlm-eval / rscovlm-chat) with a model card (README.md) quoting the "
+    "rscovlm-eval commands of --eval.tasks run at the end of training and their metrics. rscovlm-export turns a "
+    "checkpoint (LoRA merged) into a model directory.")
 
 
 def resolve_config(name: str) -> Path:
@@ -55,7 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(f"trained {result['step']} steps on {result['samples']} mixture samples "
           f"({result['processes']} process(es)); last loss {result['logs']['loss']:.4f}")
-    print(f"model: {result['model']}")
+    print(f"model: {result['model']}  (model card: README.md)")
+    for evaluation in result["evaluations"]:
+        print(f"evaluation: {evaluation.command_line}\n  " +
+              ", ".join(f"{k} {v:.4f}" for k, v in evaluation.metrics.items()))
     return 0
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from rs_shared.hub import strict_from_pretrained
 from transformers import GenerationConfig, PreTrainedTokenizerBase, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from .render import ChatRenderer, ImageSettings
@@ -127,10 +128,11 @@ def load_pretrained(model_dir: str | os.PathLike, dtype: torch.dtype | str | Non
     """Load a Qwen2.5-VL checkpoint from the local directory ``model_dir`` (never the hub, never remote code):
     model, tokenizer (:func:`rscovlm.tokenizer.load_tokenizer`) and image settings from its
     ``preprocessor_config.json``, with ``image_overrides`` (``min_pixels=…``, ``max_pixels=…``) applied.
-    ``vision_config.spatial_patch_size`` is set to 14 when the config lacks it."""
+    ``vision_config.spatial_patch_size`` is set to 14 when the config lacks it. Loading is strict: a missing or
+    unexpected weight or a wrong shape raises :class:`rs_shared.hub.WeightsMismatchError` listing them all."""
     path = _checkpoint_dir(model_dir, "checkpoint")
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        str(path), dtype=dtype, attn_implementation=attn_implementation, local_files_only=True)
+    model = strict_from_pretrained(Qwen2_5_VLForConditionalGeneration.from_pretrained, str(path), dtype=dtype,
+                                   attn_implementation=attn_implementation, local_files_only=True)
     if getattr(model.config.vision_config, "spatial_patch_size", None) is None:
         model.config.vision_config.spatial_patch_size = SPATIAL_PATCH_SIZE
     tokenizer = load_tokenizer(path)

@@ -10,8 +10,13 @@ every ``nn.Linear`` / ``nn.Embedding`` outside ``visual``) and merges them into 
 ``configs/tiny-synthetic.yaml`` trains the random tiny preset on the synthetic SFT mixture on CPU.
 
 Output (``<train.output_dir>``): ``model/`` (a ``save_pretrained`` directory: weights, tokenizer and
-``preprocessor_config.json``, read by :func:`rscovlm.model_factory.load_pretrained`), ``train_config.yaml``,
-``log.jsonl``, ``checkpoints/`` (resume with ``--train.resume auto``).
+``preprocessor_config.json``, read by :func:`rscovlm.model_factory.load_pretrained`, with a model card ``README.md``
+and the reports it quotes in ``model/eval/<task>/``), ``train_config.yaml``, ``log.jsonl``, ``checkpoints/``
+(resume with ``--train.resume auto``; ``rscovlm-export`` turns one into a model directory).
+
+The model card (:func:`rs_shared.hub.write_model_card`) lists the training mixture, the resolved configuration and,
+for each task of ``eval.tasks``, the exact ``rscovlm-eval`` command run on ``model/`` at the end of training with
+its metrics (synthetic evaluation sets by default, ``eval.data`` for your own).
 """
 
 from __future__ import annotations
@@ -23,7 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rs_shared.training import GroupRule, OptimConfig, ScheduleConfig, TrainConfig, build_accelerator, save_config, train
+from rs_shared.hub import CardEvaluation, write_model_card
+from rs_shared.training import (
+    GroupRule,
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+    build_accelerator,
+    config_to_dict,
+    save_config,
+    train,
+)
 
 from .collate import collate
 from .mixture import (
@@ -108,6 +123,37 @@ class DataSection:
 
 
 @dataclass
+class EvalSection:
+    tasks: tuple[str, ...] = field(default=("cls", "vqa"), metadata=_help(
+        "rscovlm-eval tasks (det, vg, cap, vqa, cls) run on the saved model at the end of training; the model card "
+        "quotes their commands and metrics"))
+    data: tuple[str, ...] = field(default=(), metadata=_help(
+        "TASK=PATH evaluation sets (rscovlm-eval --data); a task without one is scored on a synthetic set"))
+    synthetic_samples: int = field(default=32, metadata=_help("samples of each synthetic evaluation set"))
+    seed: int = field(default=1000, metadata=_help(
+        "seed of the synthetic evaluation sets (must differ from data.synthetic_seed: no training scene is scored)"))
+    max_new_tokens: int = field(default=64, metadata=_help("generation budget per answer"))
+    batch_size: int = field(default=8, metadata=_help("prompts per generate call"))
+
+    def validate(self) -> None:
+        from .eval_data import TASKS
+
+        unknown = [t for t in (*self.tasks, *self.datasets()) if t not in TASKS]
+        if unknown:
+            raise ValueError(f"eval.tasks / eval.data name unknown tasks {unknown}; choose from {TASKS}")
+        if min(self.synthetic_samples, self.max_new_tokens, self.batch_size) < 1:
+            raise ValueError("eval.synthetic_samples, eval.max_new_tokens and eval.batch_size must be >= 1")
+
+    def datasets(self) -> dict[str, str]:
+        """``eval.data`` as ``{task: path}``."""
+        pairs = [entry.partition("=") for entry in self.data]
+        bad = [entry for entry, (task, eq, path) in zip(self.data, pairs, strict=True) if not (eq and task and path)]
+        if bad:
+            raise ValueError(f"eval.data entries must be TASK=PATH, got {bad}")
+        return {task.strip(): path.strip() for task, _, path in pairs}
+
+
+@dataclass
 class RSCoVLMTrainConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         output_dir="runs/rscovlm", seed=42, epochs=1, batch_size=1, clip_grad_norm=1.0, log_every=1,
@@ -116,12 +162,16 @@ class RSCoVLMTrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     lora: LoraSection = field(default_factory=LoraSection)
     data: DataSection = field(default_factory=DataSection)
+    eval: EvalSection = field(default_factory=EvalSection)
     warmup_ratio: float = field(default=0.05, metadata=_help(
         "warm-up as a fraction of the total steps (overrides train.schedule.warmup_steps when > 0)"))
 
     def validate(self) -> None:
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.eval.seed == self.data.synthetic_seed:
+            raise ValueError(f"eval.seed {self.eval.seed} equals data.synthetic_seed: the synthetic evaluation sets "
+                             "would hold training scenes; pick another eval.seed")
 
 
 def build_model(section: ModelSection) -> LoadedModel:
@@ -226,17 +276,61 @@ def run(cfg: RSCoVLMTrainConfig) -> dict[str, Any]:
 
     result = train(train_cfg, model, dataset, step_fn, collate_fn=collate_fn, param_groups=rules,
                    accelerator=accelerator)
-    final = out / "model"
+    final, evaluations = out / "model", []
     if accelerator.is_main_process:
         trained = accelerator.unwrap_model(model)
         if cfg.lora.enabled:
             trained = trained.merge_and_unload()
         trained.config.use_cache = True
         save_pretrained(LoadedModel(trained, loaded.tokenizer, loaded.image_settings), final)
+        evaluations = [evaluate_for_card(argv) for argv in evaluation_commands(cfg.eval, final)]
+        write_model_card(final, model_name="RSCoVLM", preset=cfg.model.preset, package="rs-rscovlm",
+                         training_data=training_summary(cfg, len(records)), config=config_to_dict(cfg),
+                         evaluations=evaluations, notes=[] if not cfg.lora.enabled else [
+                             "Trained with LoRA; the adapters are merged into these weights."])
     accelerator.wait_for_everyone()
     return {"step": result.step, "logs": result.logs, "model": str(final), "samples": len(records),
-            "processes": accelerator.num_processes, "main_process": accelerator.is_main_process}
+            "processes": accelerator.num_processes, "main_process": accelerator.is_main_process,
+            "evaluations": evaluations}
 
 
-__all__ = ["DTYPES", "PRESETS", "DataSection", "LoraSection", "ModelSection", "RSCoVLMTrainConfig", "add_lora",
-           "build_datasets", "build_model", "check_model_path", "lora_targets", "loop_config", "run", "training_records"]
+def evaluation_commands(section: EvalSection, model_dir: Path) -> list[list[str]]:
+    """The model card's ``rscovlm-eval`` command lines (program first), one per task; reports go to
+    ``<model_dir>/eval/<task>``."""
+    datasets, commands = section.datasets(), []
+    for task in dict.fromkeys((*section.tasks, *section.datasets())):
+        source = (["--data", datasets[task]] if task in datasets else
+                  ["--synthetic-samples", str(section.synthetic_samples), "--seed", str(section.seed)])
+        commands.append(["rscovlm-eval", "--model", str(model_dir), "--task", task, *source, "--max-new-tokens",
+                         str(section.max_new_tokens), "--batch-size", str(section.batch_size), "--out",
+                         str(model_dir / "eval" / task)])
+    return commands
+
+
+def evaluate_for_card(argv: list[str]) -> CardEvaluation:
+    """Run the ``rscovlm-eval`` command ``argv`` in this process; its headline scores and parse-failure rate."""
+    from . import cli_eval
+
+    args = cli_eval.build_parser().parse_args(argv[1:])
+    results = cli_eval.run(args)["results"]
+    keys = (*cli_eval.HEADLINE[args.task], "parse_failure_rate")
+    return CardEvaluation(tuple(argv), {k: results[k] for k in keys if k in results},
+                          f"{args.task}: {cli_eval.PROTOCOLS[args.task]}. Fractions:")
+
+
+def training_summary(cfg: RSCoVLMTrainConfig, samples: int | None) -> dict[str, Any]:
+    """The model card's training-data table: the mixture recipe, its sources and (when known) its size."""
+    summary: dict[str, Any] = {"recipe": ", ".join(cfg.data.recipe), "sources": ", ".join(cfg.data.sources) or "-",
+                               "mixture_seed": cfg.data.mixture_seed}
+    if samples is not None:
+        summary["mixture samples"] = samples
+    if any(entry.split("*")[0].split("%")[0].strip() == SYNTHETIC_SOURCE for entry in cfg.data.recipe) and \
+            not any(s.partition("=")[0].strip() == SYNTHETIC_SOURCE for s in cfg.data.sources):
+        summary.update({"synthetic": f"rs_shared SFT generator in {cfg.data.synthetic_dir}",
+                        "synthetic_n": cfg.data.synthetic_n, "synthetic_seed": cfg.data.synthetic_seed})
+    return summary
+
+
+__all__ = ["DTYPES", "PRESETS", "DataSection", "EvalSection", "LoraSection", "ModelSection", "RSCoVLMTrainConfig",
+           "add_lora", "build_datasets", "build_model", "check_model_path", "evaluation_commands", "lora_targets",
+           "loop_config", "run", "training_records", "training_summary"]
