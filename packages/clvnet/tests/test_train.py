@@ -120,5 +120,5 @@ def test_real_data_without_eval_data_writes_a_card_without_metrics(tmp_path, gcg
     out = tmp_path / "run"
     assert cli_train.main(args(out, gcg_root, "--data.train", str(gcg_root), "--train.max_steps", "1")) == 0
     card = read_model_card(out / "model")
-    assert card.evaluations == () and card.training_data["split"] == "all tiles"
+    assert card.evaluations == () and card.training_data["split"] == "train"  # data.split keeps the train/ tiles of the index
     assert "no eval.data was given" in (out / "model" / "README.md").read_text()

@@ -82,6 +82,9 @@ class DataSection:
     train: str = field(default="", metadata=_help(
         "GeoPixelD training data: GeoPixelD.json, its directory, or a directory of per-tile files; empty: the "
         "synthetic GCG tiles"))
+    split: str = field(default="train", metadata=_help(
+        "train on the tiles whose image lies in a directory of this name (GeoPixelD keeps train/ and test/ tiles in "
+        "one index); empty: every tile of data.train"))
     synthetic_dir: str = field(default="data/clvnet-synthetic", metadata=_help(
         "where the synthetic GCG tiles are written (reused when they exist)"))
     synthetic_n: int = field(default=6000, metadata=_help("synthetic tiles (80 % train, 20 % test)"))
@@ -189,9 +192,10 @@ def evaluate_for_card(argv: list[str]) -> CardEvaluation:
 
 def training_summary(cfg: CLVNetTrainConfig, data: Path, tiles: int) -> dict[str, Any]:
     """The model card's training-data table."""
+    split = cfg.data.split or "all tiles"
     if cfg.data.train:
-        return {"data": str(data), "split": "all tiles", "tiles": tiles}
-    return {"data": f"synthetic GeoPixelD tiles (rs_shared generator) in {data}", "split": "train", "tiles": tiles,
+        return {"data": str(data), "split": split, "tiles": tiles}
+    return {"data": f"synthetic GeoPixelD tiles (rs_shared generator) in {data}", "split": split, "tiles": tiles,
             "synthetic_n": cfg.data.synthetic_n, "synthetic_seed": cfg.data.synthetic_seed}
 
 
@@ -208,7 +212,7 @@ def run(cfg: CLVNetTrainConfig) -> dict[str, Any]:
         model, tokenizer = build_model(cfg.model, out / "tokenizer")
         data = training_data(cfg.data)
     processor = CLVNetProcessor.from_config(model.config, tokenizer)
-    dataset = GCGTrainDataset(data, processor, split=None if cfg.data.train else "train", seed=cfg.train.seed)
+    dataset = GCGTrainDataset(data, processor, split=cfg.data.split or None, seed=cfg.train.seed)
     if accelerator.is_main_process:
         save_config(out / "train_config.yaml", cfg)
 
