@@ -12,33 +12,17 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import version
 from pathlib import Path
 
+from rs_bench.measure import maxrss_mb, status_mb  # noqa: F401  (maxrss_mb: used by the scripts via _bench)
+from rs_bench.report import cpu_model
+
 # ---------------------------------------------------------------------------------------------------------------
-# Worker side: memory readings
-
-
-def status_mb(field: str) -> float | None:
-    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MiB, or None off Linux."""
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return None
-
-
-def maxrss_mb() -> float:
-    """``ru_maxrss`` of this process in MiB (kilobytes on Linux, bytes on macOS)."""
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
+# Worker side: memory readings (status_mb and maxrss_mb are rs_bench.measure's, shared with rs-bench)
 
 
 def reset_peak_rss() -> bool:
@@ -57,17 +41,6 @@ def print_worker_row(mark: str, row: dict) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Driver side: arguments, subprocesses, report
-
-
-def cpu_model() -> str:
-    """The CPU model name from ``/proc/cpuinfo``, else what :mod:`platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def int_list(text: str) -> list[int]:

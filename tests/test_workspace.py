@@ -27,7 +27,8 @@ def requirement_names(project: dict) -> set[str]:
 def test_root_is_a_virtual_workspace_of_the_five_members():
     root = pyproject(ROOT)
     assert "project" not in root  # virtual root: no code of its own
-    assert set(root["tool"]["uv"]["workspace"]["members"]) == {"shared", "packages/*"}
+    # the five released distributions, plus the demo app and the benchmark runner (never released)
+    assert set(root["tool"]["uv"]["workspace"]["members"]) == {"shared", "packages/*", "demo", "benchmarks"}
     for name, path in MEMBERS.items():
         project = pyproject(path)["project"]
         assert project["name"] == name and project["version"] == "0.1.0"
