@@ -344,3 +344,24 @@ def test_synthetic_caption_cache_embeds_the_ground_truth_once(synthetic, tmp_pat
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="without ground-truth captions"):
         ensure_synthetic_caption_cache(empty, tmp_path / "cache3")
+
+
+def test_fixed_caption_gives_every_image_one_embedding(tmp_path):
+    """``bimors-caption --fixed-caption … --synthetic-bert 16 --dataset <path>``: the no-BLIP-2 quick path."""
+    from rs_shared.data.scene_cls import write_dataset
+
+    from bimors.caption import CaptionCache
+    from bimors.cli_caption import main
+
+    rng = np.random.default_rng(0)
+    write_dataset(tmp_path / "Own", "own", {s: [(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), label, c)
+                                                for label, c in enumerate(("a", "b", "c"))] for s in ("train", "test")})
+    cache = tmp_path / "cache"
+    argv = ["--cache", str(cache), "--fixed-caption", "a satellite image.", "--synthetic-bert", "16",
+            "--dataset", str(tmp_path / "Own"), "--shots", "0", "--no-progress"]
+    assert main(argv) == 0
+    embeddings = CaptionCache(cache).lookup_many(sorted((tmp_path / "Own" / "images").rglob("*.jpg")))
+    assert embeddings.shape == (6, 16) and torch.equal(embeddings, embeddings[:1].expand(6, -1))
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["captioner"]["source"] == "fixed" and manifest["captioner"]["text"] == "a satellite image."
+    assert main([*argv[:3], "another caption", *argv[4:]]) == 1  # never mixed with other captions in one cache

@@ -182,3 +182,58 @@ def test_synthetic_is_the_embedded_default(tmp_path):
     image.write_bytes(image.read_bytes() + b"\0")
     with pytest.raises(DataFormatError, match="checksum differs"):
         load_dataset("synthetic", tmp_path, synthetic_n=22, synthetic_size=32)
+
+
+# --- a dataset given by path (own data, e.g. from rs-data convert labels-to-scene) -----------------------------
+
+def _own_copy(root, classnames=("airport", "beach", "forest", "harbor", "river"), per_class=(2, 1, 1)):
+    from rs_shared.data.scene_cls import write_dataset
+
+    rng = np.random.default_rng(0)
+    samples = {split: [(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), label, cls)
+                       for label, cls in enumerate(classnames) for _ in range(n)]
+               for split, n in zip(("train", "val", "test"), per_class, strict=True)}
+    write_dataset(root / "MyScenes", "myscenes", samples)
+    return root / "MyScenes"
+
+
+def test_dataset_path_entry_is_built_from_the_split_json(tmp_path):
+    from bimors.datasets import dataset_label, split_json
+
+    directory = _own_copy(tmp_path)
+    for name in (str(directory), str(directory / "myscenes.json")):
+        facts = dataset_facts(name)
+        assert (facts.directory, facts.split_name) == ("MyScenes", "myscenes")
+        assert (facts.num_classes, facts.num_base, facts.num_new) == (5, 3, 2)  # base = the first ceil(5/2) labels
+        assert facts.base_classnames == ("airport", "beach", "forest")
+        assert facts.new_classnames == ("harbor", "river")
+        assert dataset_label(name) == "MyScenes" and dataset_dir(None, name) == directory
+        dataset = load_dataset(name)  # no root needed
+        assert dataset.name == name and dataset.directory == directory and dataset.facts == facts
+        assert [len(dataset.split[s]) for s in ("train", "val", "test")] == [10, 5, 5]
+    assert split_json(directory) == directory / "myscenes.json"
+    # the base half the protocol picks is the entry's base half
+    base = subsample_classes(load_dataset(str(directory)).split, "base")
+    assert base.classnames == dataset_facts(str(directory)).base_classnames
+
+
+def test_dataset_path_errors_name_the_file(tmp_path):
+    directory = _own_copy(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"nowhere/x\.json does not exist"):
+        load_dataset(str(tmp_path / "nowhere" / "x.json"))
+    with pytest.raises(FileNotFoundError, match=r"dataset folder .*nothing does not exist"):
+        dataset_facts(str(tmp_path / "nothing"))
+    (directory / "other.json").write_text("{}")
+    (directory / "myscenes.json").rename(directory / "third.json")
+    with pytest.raises(FileNotFoundError, match=r"other\.json, third\.json"):
+        load_dataset(str(directory))
+    (directory / "third.json").write_text(json.dumps({"train": [["airport/none.jpg", 0, "airport"]], "val": [],
+                                                      "test": [["beach/beach_0.jpg", 1, "beach"]]}))
+    with pytest.raises(DataFormatError, match=r"(?s)third\.json.*missing.*none\.jpg"):
+        load_dataset(str(directory / "third.json"))
+    (directory / "third.json").write_text(json.dumps({"train": [["airport/airport_0.jpg", 0, "airport"]],
+                                                      "val": [], "test": []}))
+    with pytest.raises(DataFormatError, match=r"third\.json.*1 class"):
+        dataset_facts(str(directory / "third.json"))
+    with pytest.raises(KeyError, match=r"unknown dataset 'MyScenes'.*path"):
+        dataset_facts("MyScenes")

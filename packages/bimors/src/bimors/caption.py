@@ -337,10 +337,13 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _manifest(source: Path, from_file: bool, bert_dir: Path, dtype: str, names: dict) -> dict:
-    """``source``: the BLIP-2 directory, or with ``from_file`` the captions file (then there is no generation or
-    preprocessing, and the fingerprint is the SHA-256 of the file)."""
-    if from_file:
+def _manifest(source: Path | str, from_file: bool, bert_dir: Path, dtype: str, names: dict) -> dict:
+    """``source``: the BLIP-2 directory, with ``from_file`` the captions file, or a ``str``: the one fixed caption of
+    every image (without BLIP-2 there is no generation or preprocessing; the fingerprint is the SHA-256 of the text)."""
+    if isinstance(source, str):
+        captioner = {"source": "fixed", "text": source, "name": names["captioner"] or "fixed caption",
+                     "fingerprint": hashlib.sha256(source.encode()).hexdigest()}
+    elif from_file:
         captioner = {"source": "file", "path": str(source.resolve()), "name": names["captioner"] or source.name,
                      "fingerprint": hashlib.sha256(source.read_bytes()).hexdigest()}
     else:
@@ -349,9 +352,9 @@ def _manifest(source: Path, from_file: bool, bert_dir: Path, dtype: str, names: 
     return {
         "format": CACHE_FORMAT, "format_version": 1, "key": "sha256 of the raw image file bytes",
         "captioner": captioner,
-        "generation": None if from_file else {**GENERATION, "prompt": None, "skip_special_tokens": True,
+        "generation": None if from_file or isinstance(source, str) else {**GENERATION, "prompt": None, "skip_special_tokens": True,
                                               "dtype": dtype},
-        "preprocessing": None if from_file else {"version": PREPROCESSING_VERSION, "size": CAPTION_SIZE,
+        "preprocessing": None if from_file or isinstance(source, str) else {"version": PREPROCESSING_VERSION, "size": CAPTION_SIZE,
                                                  "steps": list(PREPROCESSING_STEPS)},
         "embedding": {"path": str(bert_dir.resolve()), "name": names["bert"] or bert_dir.name,
                       "fingerprint": fingerprint(bert_dir), "pooling": POOLING, "dim": None, "dtype": "float32"},
@@ -390,19 +393,24 @@ def build_caption_cache(cache_dir: str | os.PathLike, images: Sequence[tuple[str
                         captioner_dir: str | os.PathLike | None, bert_dir: str | os.PathLike, *, batch_size: int = 8,
                         bert_batch_size: int = 64, device: str = "cpu", dtype: str = "float32",
                         captioner_name: str | None = None, bert_name: str | None = None,
-                        progress: bool = True, captions_file: str | os.PathLike | None = None) -> dict[str, int]:
+                        progress: bool = True, captions_file: str | os.PathLike | None = None,
+                        fixed_caption: str | None = None) -> dict[str, int]:
     """Caption and embed the ``(image path, relpath)`` pairs not yet in the cache at ``cache_dir``.
 
-    The text comes from BLIP-2 at ``captioner_dir`` or, with ``captioner_dir=None``, from ``captions_file``
-    (:class:`FileCaptions`). Models are loaded only when there is work. Returns counts: ``images`` (distinct keys
-    asked for), ``captioned`` and ``embedded`` (this run), ``total`` (entries in the cache).
+    The text comes from exactly one source: BLIP-2 at ``captioner_dir``, ``captions_file`` (:class:`FileCaptions`),
+    or ``fixed_caption``, one text for every image (a pipeline check: the embeddings then carry no information
+    about the image). Models are loaded only when there is work. Returns counts: ``images`` (distinct keys asked
+    for), ``captioned`` and ``embedded`` (this run), ``total`` (entries in the cache).
     """
     cache_dir = Path(cache_dir)
-    if (captioner_dir is None) == (captions_file is None):
-        raise ValueError("give exactly one caption source: captioner_dir (BLIP-2) or captions_file (JSONL)")
+    if sum(x is not None for x in (captioner_dir, captions_file, fixed_caption)) != 1:
+        raise ValueError("give exactly one caption source: captioner_dir (BLIP-2), captions_file (JSONL) or "
+                         "fixed_caption")
+    if fixed_caption is not None and not fixed_caption.strip():
+        raise ValueError("fixed_caption must not be empty")
     file_captions = FileCaptions(captions_file) if captions_file is not None else None
-    source = file_captions.path if file_captions else _model_dir(captioner_dir, "--captioner",
-                                                                 "Salesforce/blip2-flan-t5-xl")
+    source = (fixed_caption if fixed_caption is not None else file_captions.path if file_captions
+              else _model_dir(captioner_dir, "--captioner", "Salesforce/blip2-flan-t5-xl"))
     bert_dir = _model_dir(bert_dir, "--bert", "bert-base-uncased")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
@@ -431,13 +439,14 @@ def build_caption_cache(cache_dir: str | os.PathLike, images: Sequence[tuple[str
             raise CaptionCacheError(f"{file_captions.path} has no caption for {len(absent)} image(s): "
                                     + ", ".join(absent[:MAX_LISTED]) + (" …" if len(absent) > MAX_LISTED else ""))
     if todo:
-        blip2 = None if file_captions else Blip2Captioner(source, device, dtype)
+        blip2 = None if file_captions or fixed_caption is not None else Blip2Captioner(source, device, dtype)
         items = list(todo.items())
-        bar = tqdm(total=len(items), desc="captioning (BLIP-2)" if blip2 else "captions (file)", unit="image",
+        bar = tqdm(total=len(items), desc="captioning (BLIP-2)" if blip2 else "captions (given)", unit="image",
                    disable=not progress)
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
-            texts = ([file_captions.by_key()[k] for k, _ in chunk] if blip2 is None else
+            texts = ([fixed_caption] * len(chunk) if fixed_caption is not None else
+                     [file_captions.by_key()[k] for k, _ in chunk] if blip2 is None else
                      blip2([read_image(path, record=rel) for _, (path, rel) in chunk]))
             records = [{"key": k, "relpath": rel, "caption": t} for (k, (_, rel)), t in zip(chunk, texts, strict=True)]
             _append_captions(cache_dir / CAPTIONS, records)

@@ -84,9 +84,10 @@ def eval_parser() -> argparse.ArgumentParser:
                     "macro-F1. Writes <out>/eval.json (results, protocol, versions) and <out>/eval.md.")
     parser.add_argument("--model", required=True, help="model directory written by bimors-train, e.g. "
                                                        "runs/bimors-tiny/synthetic-base/seed1/model")
-    parser.add_argument("--dataset", help="dataset name, case-sensitive (default: the one the model was trained on)")
+    parser.add_argument("--dataset", help="dataset name, case-sensitive, or the path of a dataset folder (images/ + "
+                                          "CoOp split JSON) or its JSON (default: the one the model was trained on)")
     parser.add_argument("--root", help="datasets root holding <Dir>/images and the split JSONs (default: the "
-                                       "training root)")
+                                       "training root; unused for a dataset given by path)")
     parser.add_argument("--subsample", choices=("all", "base", "new"), default="all",
                         help="test classes: all, or the base / new half picked by the seed's shots (default all)")
     parser.add_argument("--captions", help="caption cache directory (default: the training one; the synthetic "
@@ -101,7 +102,8 @@ def eval_parser() -> argparse.ArgumentParser:
                         help=f"test batch size (default {EVAL_BATCH_SIZE})")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, … (default cpu)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
-    parser.add_argument("--out", help="output directory (default: <model>/eval-<dataset>-<subsample>)")
+    parser.add_argument("--out", help="output directory (default: <model>/eval-<dataset>-<subsample>, <dataset> "
+                                      "being a dataset path's folder name)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -123,7 +125,7 @@ def evaluate_command(args: argparse.Namespace) -> tuple[Path, str]:
     from rs_shared.metrics.report import write_report
 
     from .data import open_caption_cache, protocol_dataset
-    from .datasets import SYNTHETIC, SYNTHETIC_N, load_dataset
+    from .datasets import SYNTHETIC, SYNTHETIC_N, dataset_label, load_dataset
     from .evaluation import PROTOCOL, evaluate, metrics_markdown
     from .modeling import BiMoRSModel
     from .train import read_training_info
@@ -150,7 +152,7 @@ def evaluate_command(args: argparse.Namespace) -> tuple[Path, str]:
     if args.zero_shot:
         results["zero-shot CLIP"] = evaluate(model, test_set, batch_size=args.batch_size, zero_shot=True,
                                              progress=not args.no_progress)
-    out = Path(args.out) if args.out else model_dir / f"eval-{name}-{args.subsample}"
+    out = Path(args.out) if args.out else model_dir / f"eval-{dataset_label(name)}-{args.subsample}"
     rows = [{"method": method, **metrics} for method, metrics in results.items()]
     markdown = metrics_markdown(rows)
     report = out / "eval.json"

@@ -45,6 +45,8 @@ def caption_parser() -> argparse.ArgumentParser:
                "--bert models/synthetic-bert\n"
                "  bimors-caption --cache data/captions --captioner … --bert … --dataset RSICD --root data "
                "--shots 0\n"
+               "  bimors-caption --cache data/MyScenes-captions --fixed-caption 'a satellite image.' "
+               "--synthetic-bert 64 --dataset data/MyScenes   (pipeline check, no BLIP-2)\n"
                "Nothing is downloaded: --captioner and --bert are local save_pretrained directories.")
     models = parser.add_argument_group("models and cache")
     models.add_argument("--cache", required=True, help="caption cache directory (created if absent, extended if not)")
@@ -58,17 +60,28 @@ def caption_parser() -> argparse.ArgumentParser:
                              "SHA-256), e.g. the synthetic dataset's captions.jsonl; without --protocol/--dataset/"
                              "--images every image of the file is embedded. The manifest records the file as the "
                              "captioner")
-    models.add_argument("--bert", required=True, help="local BERT directory (BertModel + BertTokenizer), e.g. a copy "
-                                                      "of bert-base-uncased")
+    source.add_argument("--fixed-caption", metavar="TEXT",
+                        help="give every image this same caption, without BLIP-2: a quick pipeline check on your own "
+                             "data, NOT BiMoRS's caption conditioning (the embeddings then say nothing about the "
+                             "image, so the caption branch carries no information)")
+    bert = models.add_mutually_exclusive_group(required=True)
+    bert.add_argument("--bert", help="local BERT directory (BertModel + BertTokenizer), e.g. a copy of "
+                                     "bert-base-uncased")
+    bert.add_argument("--synthetic-bert", type=int, metavar="WIDTH",
+                      help="instead of --bert: build (once, under CACHE/bert) the tiny random BERT of the tiny "
+                           "preset, WIDTH wide (64 for the tiny-synthetic model's caption_dim); for a quick CPU try "
+                           "with --fixed-caption, not for real captions")
     models.add_argument("--captioner-name", help="name recorded in the manifest (default: the directory name)")
     models.add_argument("--bert-name", help="name recorded in the manifest (default: the directory name)")
     which = parser.add_argument_group("which images")
     which.add_argument("--protocol", choices=sorted(PROTOCOLS),
                        help="caption every dataset of this protocol (its training sources and evaluation targets)")
     which.add_argument("--dataset", nargs="+", metavar="NAME",
-                       help=f"dataset name(s), case-sensitive: {', '.join(DATASETS)}")
+                       help=f"dataset name(s), case-sensitive: {', '.join(DATASETS)}; or the path of your own "
+                            "dataset folder (images/ + CoOp split JSON, e.g. from rs-data convert labels-to-scene) "
+                            "or of its JSON")
     which.add_argument("--root", help="datasets root holding <Dir>/images and the split JSONs (needed with "
-                                      "--protocol / --dataset)")
+                                      "--protocol / dataset names; unused for a dataset given by path)")
     which.add_argument("--shots", type=int, default=NUM_SHOTS,
                        help=f"shots per class of the train/val images (default {NUM_SHOTS}; 0 = every image)")
     which.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
@@ -93,7 +106,7 @@ def caption_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from rs_shared.data.errors import DataFormatError
 
-    from .datasets import load_dataset
+    from .datasets import is_dataset_path, load_dataset
     from .protocols import get_protocol
 
     parser = caption_parser()
@@ -104,13 +117,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         names += [n for run in protocol.runs for n in (run.dataset, *(e.dataset for e in run.evaluations))]
     if not names and not args.images and not args.captions:
         parser.error("nothing to caption: give --protocol, --dataset or --images (or --captions FILE alone)")
-    if names and not args.root:
-        parser.error("--root is required with --protocol / --dataset")
+    if any(not is_dataset_path(n) for n in names) and not args.root:
+        parser.error("--root is required with --protocol / a dataset name")
+    if args.synthetic_bert is not None and (args.synthetic_bert < 4 or args.synthetic_bert % 4):
+        parser.error(f"--synthetic-bert must be a positive multiple of 4, got {args.synthetic_bert}")
     if args.shots < 0 or args.batch_size < 1 or args.bert_batch_size < 1:
         parser.error("--shots must be >= 0 and the batch sizes >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        bert = args.bert
+        if args.synthetic_bert is not None:
+            from .synthetic_captions import SYNTHETIC_BERT_DIR, build_synthetic_bert
+
+            bert = build_synthetic_bert(Path(args.cache) / SYNTHETIC_BERT_DIR, args.synthetic_bert)
         images: dict[Path, str] = {}
         for name in dict.fromkeys(names):
             images.update(protocol_images(load_dataset(name, args.root), args.shots, args.seeds, args.splits,
@@ -121,11 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             images.setdefault(Path(file), file)
         if args.captions and not images:  # the file alone: every image it captions
             images.update(FileCaptions(args.captions).images())
-        counts = build_caption_cache(args.cache, list(images.items()), args.captioner, args.bert,
+        counts = build_caption_cache(args.cache, list(images.items()), args.captioner, bert,
                                      batch_size=args.batch_size, bert_batch_size=args.bert_batch_size,
                                      device=args.device, dtype=args.dtype, captioner_name=args.captioner_name,
                                      bert_name=args.bert_name, progress=not args.no_progress,
-                                     captions_file=args.captions)
+                                     captions_file=args.captions, fixed_caption=args.fixed_caption)
     except (CaptionCacheError, DataFormatError, FileNotFoundError, KeyError, ValueError) as e:
         print(f"bimors-caption: error: {e}", file=sys.stderr)
         return 1

@@ -27,7 +27,7 @@ from rs_shared.data.scene_cls import SceneSample
 from torchvision import transforms as T
 
 from .caption import CaptionCache, CaptionCacheError
-from .datasets import SYNTHETIC, SceneDataset
+from .datasets import SYNTHETIC, SceneDataset, is_dataset_path
 from .protocols import NUM_SHOTS, Subsample, evaluation_split, training_split
 
 CLIP_MEAN, CLIP_STD = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
@@ -112,10 +112,12 @@ def open_caption_cache(dataset: SceneDataset, cache_dir: str | os.PathLike | Non
         dim = caption_dim or SYNTHETIC_BERT_HIDDEN
         cache = dataset.directory / f"captions-d{dim}"
         return ensure_synthetic_caption_cache(dataset.directory, cache, hidden_size=dim)
+    where = f"--dataset {dataset.name}" + ("" if is_dataset_path(dataset.name) else f" --root {dataset.directory.parent}")
     raise CaptionCacheError(
         f"{dataset.name}: no caption cache given. BiMoRS reads one BLIP-2 caption embedding per image: build the "
-        f"cache once with bimors-caption --cache DIR --captioner <local BLIP-2 dir> --bert <local BERT dir> "
-        f"--dataset {dataset.name} --root {dataset.directory.parent}, then pass it (data.captions / --captions DIR)")
+        f"cache once with bimors-caption --cache DIR --captioner <local BLIP-2 dir> --bert <local BERT dir> {where}, "
+        f"then pass it (data.captions / --captions DIR). Without BLIP-2, a pipeline check only: bimors-caption "
+        f"--cache DIR --fixed-caption 'a satellite image.' --synthetic-bert {caption_dim or 'D'} {where}")
 
 
 def protocol_dataset(dataset: SceneDataset, part: Literal["train", "test"], subsample: Subsample, seed: int,

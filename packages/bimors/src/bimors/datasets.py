@@ -19,10 +19,16 @@ MLRSNet has no published JSON: :func:`load_dataset` writes ``mlrsnet.json`` once
 listing with a fixed seed (:func:`rs_shared.data.scene_cls.folder_to_split`, spec §6.2) and reads that file
 ever after. The default dataset, ``"synthetic"``, is the 11-class procedural scene set of
 :mod:`rs_shared.data.synthetic`, generated under ``<root>/synthetic`` when absent.
+
+Any other dataset is given as a PATH (anything with a ``/`` or ending in ``.json``): a folder in the layout above
+(``images/`` and one split JSON, as ``rs-data convert labels-to-scene`` writes it) or its split JSON. Its
+:class:`DatasetFacts` come from the split itself (:func:`split_facts`): the class names in label order, and the
+first ⌈C/2⌉ labels as the base classes (the CoOp base-to-new rule).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass, replace
@@ -134,47 +140,118 @@ class SceneDataset:
         return self.split.classnames
 
 
+def is_dataset_path(name: str) -> bool:
+    """Whether ``name`` names a dataset by path (has a ``/`` or ends in ``.json``) rather than by registry name."""
+    return "/" in name or os.sep in name or name.endswith(".json")
+
+
+def dataset_label(name: str) -> str:
+    """A short name for file names and tables: the registry name, or the folder name of a dataset path."""
+    if not is_dataset_path(name):
+        return name
+    path = Path(name)
+    return (path.parent if path.suffix == ".json" else path).resolve().name
+
+
 def dataset_facts(name: str) -> DatasetFacts:
-    """The :class:`DatasetFacts` of ``name`` (case-sensitive, as the directory is named)."""
+    """The :class:`DatasetFacts` of ``name``: a registry name (case-sensitive, as the directory is named), or a
+    dataset path, whose facts are read from its split JSON (:func:`split_facts`)."""
+    if is_dataset_path(name):
+        json_path = split_json(name)
+        return split_facts(json_path, _read(json_path, name))
     if name not in DATASETS:
         hint = next((n for n in DATASETS if n.lower() == name.lower()), None)
         raise KeyError(f"unknown dataset {name!r}" + (f" (did you mean {hint!r}? names are case-sensitive)"
-                                                      if hint else "") + f"; known: {', '.join(DATASETS)}")
+                                                      if hint else "") + f"; known: {', '.join(DATASETS)}, or a "
+                       "path to a converted dataset folder (images/ + split JSON) or its split JSON"
+                       + (f" (for the folder {name} here, write ./{name})" if Path(name).is_dir() else ""))
     return DATASETS[name]
 
 
-def dataset_dir(root: str | os.PathLike, name: str) -> Path:
-    """``<root>/<Dir>`` of dataset ``name``."""
+def dataset_dir(root: str | os.PathLike | None, name: str) -> Path:
+    """``<root>/<Dir>`` of dataset ``name``; a dataset path is its own folder (``root`` is not used)."""
+    if is_dataset_path(name):
+        return split_json(name).parent
+    if root is None:
+        raise FileNotFoundError(f"no datasets root given: the {name} dataset is read from <root>/"
+                                f"{dataset_facts(name).directory}/ (images/ and the split JSON)")
     return Path(root) / dataset_facts(name).directory
 
 
-def load_dataset(name: str, root: str | os.PathLike, *, clean_names: bool = False,
-                 synthetic_n: int = SYNTHETIC_N, synthetic_seed: int = 0,
-                 synthetic_size: int = SYNTHETIC_SIZE) -> SceneDataset:
-    """Read dataset ``name`` from ``<root>/<Dir>`` (see the module docstring for the layout).
+def split_json(path: str | os.PathLike) -> Path:
+    """The split JSON of a dataset path: the file itself, or the one ``*.json`` beside ``images/`` in the folder
+    (``<folder name in lower case>.json``, the converter's default, when there are several)."""
+    path = Path(path)
+    expected = "expected a dataset folder with images/<class_folder>/<image> and one CoOp split <name>.json, or " \
+               "that JSON (rs-data convert labels-to-scene writes both)"
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise FileNotFoundError(f"split file {path} does not exist; {expected}")
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"dataset folder {path} does not exist; {expected}")
+    found = sorted(path.glob("*.json"))
+    preferred = path / f"{path.resolve().name.lower()}.json"
+    if preferred in found or len(found) == 1:
+        return preferred if preferred in found else found[0]
+    listed = f"it has {', '.join(f.name for f in found)}" if found else "it has none"
+    raise FileNotFoundError(f"{path}: cannot tell which split JSON to read ({listed}); {expected}; or give the "
+                            "JSON's path as the dataset")
 
-    Raises :class:`FileNotFoundError` naming what is expected where when the directory, ``images/`` or the
-    split JSON is absent, and :class:`DataFormatError` (listing the first problems and their count) when
-    the JSON is malformed, lists missing images, or its classes contradict :data:`DATASETS`. ``"synthetic"``
-    is generated (``synthetic_n`` images of ``synthetic_size`` px, seed ``synthetic_seed``) when absent.
-    """
-    facts = dataset_facts(name)
-    directory = dataset_dir(root, name)
-    if name == SYNTHETIC:
-        ensure_synthetic(directory, synthetic_n, synthetic_seed, synthetic_size)
-    _require_layout(name, facts, directory)
-    json_path = directory / f"{facts.split_name}.json"
-    if not facts.published_split and not json_path.exists():
-        write_split(json_path, folder_to_split(directory / "images", seed=MLRSNET_SPLIT_SEED))
+
+def split_facts(json_path: str | os.PathLike, split: SceneSplit) -> DatasetFacts:
+    """The :class:`DatasetFacts` of a dataset given by path, from its read ``split``: its class names in label
+    order, base = the first ⌈C/2⌉ labels and new = the rest (CoOp's base-to-new rule)."""
+    json_path = Path(json_path)
+    if split.num_classes < 2:
+        raise DataFormatError(json_path, f"the split has {split.num_classes} class(es); BiMoRS needs at least 2 "
+                                         "(one base and one new class)")
+    num_base = math.ceil(split.num_classes / 2)
+    return DatasetFacts(json_path.parent.resolve().name, json_path.stem, split.num_classes, num_base,
+                        split.num_classes - num_base, classnames=split.classnames)
+
+
+def _read(json_path: Path, name: str) -> SceneSplit:
+    """Read a split JSON (images under ``images/`` beside it); every problem found raises one DataFormatError."""
     problems = Problems(strict=False)
-    split = read_split(json_path, directory / "images", problems)
+    split = read_split(json_path, json_path.parent / "images", problems)
     if problems.items:
         shown = "\n  ".join(f"record {e.record}: {e.message}" if e.file == os.fspath(json_path) and e.record
                              else str(e) for e in problems.items[:MAX_LISTED_PROBLEMS])
         more = len(problems.items) - MAX_LISTED_PROBLEMS
         raise DataFormatError(json_path, f"{len(problems.items)} problem(s) reading the {name} split:\n  {shown}"
                                          + (f"\n  … and {more} more" if more > 0 else ""))
-    check_facts(facts, split, json_path)
+    return split
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, *, clean_names: bool = False,
+                 synthetic_n: int = SYNTHETIC_N, synthetic_seed: int = 0,
+                 synthetic_size: int = SYNTHETIC_SIZE) -> SceneDataset:
+    """Read dataset ``name`` from ``<root>/<Dir>``, or a dataset given by path (see the module docstring).
+
+    Raises :class:`FileNotFoundError` naming what is expected where when the directory, ``images/`` or the
+    split JSON is absent, and :class:`DataFormatError` (listing the first problems and their count) when
+    the JSON is malformed, lists missing images, or its classes contradict :data:`DATASETS`. ``"synthetic"``
+    is generated (``synthetic_n`` images of ``synthetic_size`` px, seed ``synthetic_seed``) when absent.
+    """
+    if is_dataset_path(name):
+        json_path = split_json(name)
+        if not (json_path.parent / "images").is_dir():
+            raise FileNotFoundError(f"{name}: no images/ folder beside {json_path}; expected "
+                                    f"{json_path.parent}/images/<class_folder>/<image>")
+        split = _read(json_path, name)
+        facts, directory = split_facts(json_path, split), json_path.parent
+    else:
+        facts = dataset_facts(name)
+        directory = dataset_dir(root, name)
+        if name == SYNTHETIC:
+            ensure_synthetic(directory, synthetic_n, synthetic_seed, synthetic_size)
+        _require_layout(name, facts, directory)
+        json_path = directory / f"{facts.split_name}.json"
+        if not facts.published_split and not json_path.exists():
+            write_split(json_path, folder_to_split(directory / "images", seed=MLRSNET_SPLIT_SEED))
+        split = _read(json_path, name)
+        check_facts(facts, split, json_path)
     if clean_names:
         split = clean_classnames(split)
     return SceneDataset(name, directory, split, facts)

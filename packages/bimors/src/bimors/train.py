@@ -19,6 +19,7 @@ Layout of ``train.output_dir``::
 
     train_config.yaml, results.json, results.md
     <dataset>-<subsample>/seed<k>/            rs_shared.training run: log.jsonl, checkpoints/, final/
+                                               (<dataset>: a dataset path's folder name)
         model/                                 save_pretrained + training.json (dataset, class names, …)
                                                + train_config.yaml + README.md (model card)
         best/                                  best_on_test only: the selected epoch (+ its model card)
@@ -58,7 +59,8 @@ from safetensors.torch import save_file
 
 from .configuration import BiMoRSConfig
 from .data import open_caption_cache, protocol_dataset
-from .datasets import SYNTHETIC, SYNTHETIC_N, SceneDataset, load_dataset
+from .datasets import (SYNTHETIC, SYNTHETIC_N, SceneDataset, dataset_dir, dataset_label, is_dataset_path,
+                       load_dataset)
 from .evaluation import evaluate
 from .modeling import BiMoRSModel
 from .pretrain import PretrainSettings
@@ -120,9 +122,10 @@ class DataSection:
 
     root: str = field(default="", metadata=_help(
         f"datasets root holding <Dir>/images and the split JSONs (spec §3.1); '' = {DEFAULT_SYNTHETIC_ROOT} for the "
-        "synthetic dataset (generated there), required for real datasets"))
+        "synthetic dataset (generated there), required for the datasets of the spec, unused for a dataset given by path"))
     captions: str = field(default="", metadata=_help(
-        "caption cache directory built by bimors-caption; '' = for the synthetic dataset, "
+        "caption cache directory built by bimors-caption (required for a dataset given by path); '' = for the "
+        "synthetic dataset, "
         "<root>/synthetic/captions-d<caption_dim> built from the generator's own captions"))
     shots: int = field(default=NUM_SHOTS, metadata=_help("training images per class (Dassl few-shot sampling)"))
     shots_dir: str = field(default="", metadata=_help("write/read the shots JSONs under SHOTS_DIR/<Dir>/ "
@@ -144,7 +147,8 @@ class ProtocolSection:
         "base2new: train on base classes, test base + new; cross_dataset: train on a source (all classes), test "
         "other datasets; dg: the same on the v2 datasets"))
     datasets: tuple[str, ...] = field(default=(), metadata=_help(
-        "base2new: the datasets ('' = PatternNet, RSICD, RESISC45, MLRSNet; synthetic = the embedded dataset)"))
+        "base2new: the datasets ('' = PatternNet, RSICD, RESISC45, MLRSNet; synthetic = the embedded dataset; a path "
+        "= your own dataset folder (images/ + CoOp split JSON, e.g. from rs-data convert labels-to-scene) or its JSON)"))
     source: str = field(default="", metadata=_help("cross_dataset / dg: the training dataset ('' = the protocol's)"))
     targets: tuple[str, ...] = field(default=(), metadata=_help(
         "cross_dataset / dg: the evaluated datasets besides the source ('' = the protocol's)"))
@@ -207,6 +211,8 @@ def data_root(data: DataSection, dataset: str) -> Path:
         return Path(data.root)
     if dataset == SYNTHETIC:
         return Path(DEFAULT_SYNTHETIC_ROOT)
+    if is_dataset_path(dataset):
+        return dataset_dir(None, dataset).parent
     raise FileNotFoundError(f"data.root is not set: the {dataset} dataset is read from <root>/{dataset}/ (images/ and "
                             f"the split JSON, spec §3.1); pass --data.root DIR")
 
@@ -302,7 +308,7 @@ def train_run(cfg: BiMoRSTrainConfig, run: TrainingRun, seed: int, clip: Path, *
     Returns ``{"model": <dir>, "best": <dir> | None, "evaluations": [{"dataset", "subsample", "role", "checkpoint",
     **metrics}, …]}`` and writes ``evaluations.json`` beside the model.
     """
-    out = Path(cfg.train.output_dir) / f"{run.dataset}-{run.subsample}" / f"seed{seed}"
+    out = Path(cfg.train.output_dir) / f"{dataset_label(run.dataset)}-{run.subsample}" / f"seed{seed}"
     accelerator = accelerator or build_accelerator(cfg.train)
     set_seed(seed)  # spec §2: before the dataset and the model are built
     dataset = load(cfg.data, run.dataset)
