@@ -20,6 +20,7 @@ from rs_shared.training.config import (
     config_to_dict,
     load_config,
     parse_config,
+    resolve_config_argument,
     save_config,
     validate_config,
 )
@@ -376,3 +377,17 @@ def test_add_config_arguments_composes_with_a_package_parser(tmp_path):
     assert args.device == "cuda"
     config = config_from_args(RunConfig, args)
     assert config.train.schedule.name == "cosine" and config.train.optim.lr == 1e-4
+
+
+def test_config_argument_names_a_packaged_preset(tmp_path):
+    presets = tmp_path / "configs"
+    presets.mkdir()
+    (presets / "tiny.yaml").write_text("train: {}\n")
+    own = tmp_path / "mine.yaml"
+    own.write_text("train: {}\n")
+    assert resolve_config_argument(["--config", "tiny", "--train.lr", "1"], presets) == [
+        "--config", str(presets / "tiny.yaml"), "--train.lr", "1"]
+    assert resolve_config_argument([f"--config={own}"], presets) == [f"--config={own}"]  # a file wins
+    assert resolve_config_argument(["--train.lr", "1"], presets) == ["--train.lr", "1"]
+    with pytest.raises(FileNotFoundError, match=r"'nope' not found.*packaged presets: tiny"):
+        resolve_config_argument(["--config=nope"], presets)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rs_shared.data.errors import DataFormatError
 from rs_shared.metrics.captioning import JavaNotFoundError
-from rs_shared.training import CheckpointError, ConfigError, parse_config, resolve_preset
+from rs_shared.training import CheckpointError, ConfigError, parse_config, resolve_config_argument
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PROG = "clvnet-train"
@@ -34,11 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        for i, arg in enumerate(argv):
-            if arg == "--config" and i + 1 < len(argv):
-                argv[i + 1] = str(resolve_preset(argv[i + 1], CONFIG_DIR))
-            elif arg.startswith("--config="):
-                argv[i] = "--config=" + str(resolve_preset(arg.partition("=")[2], CONFIG_DIR))
+        argv = resolve_config_argument(argv, CONFIG_DIR)  # packaged presets by name
     except FileNotFoundError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from PIL import Image
 from rs_shared.data.common import atomic_path, read_image, write_json
 from rs_shared.data.errors import DataFormatError
 from rs_shared.metrics.report import markdown_table, write_report
-from rs_shared.training import ConfigError, load_config, parse_config, resolve_preset
+from rs_shared.training import ConfigError, load_config, parse_config, resolve_config_argument, resolve_preset
 from rs_shared.viz import compose, draw_caption, draw_masks, save_png
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -47,11 +47,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        for i, arg in enumerate(argv):  # packaged presets by name
-            if arg == "--config" and i + 1 < len(argv):
-                argv[i + 1] = str(resolve_config(argv[i + 1]))
-            elif arg.startswith("--config="):
-                argv[i] = "--config=" + str(resolve_config(arg.partition("=")[2]))
+        argv = resolve_config_argument(argv, CONFIG_DIR)  # packaged presets by name
     except FileNotFoundError as e:
         return _fail("icipnet-train", e, 2)
     cfg = parse_config(IcipNetTrainConfig, argv, prog="icipnet-train", description=(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rs_shared.data.errors import DataFormatError
-from rs_shared.training import ConfigError, parse_config, resolve_preset
+from rs_shared.training import ConfigError, parse_config, resolve_config_argument
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PROG = "rscovlm-train"
@@ -29,21 +29,12 @@ DESCRIPTION = (
     "checkpoint (LoRA merged) into a model directory.")
 
 
-def resolve_config(name: str) -> Path:
-    """A config path as given, else a packaged preset by name (``paper``) or as ``configs/paper.yaml``."""
-    return resolve_preset(name, CONFIG_DIR)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from rscovlm.train import RSCoVLMTrainConfig, run  # absolute: the file is also launched as a script
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        for i, arg in enumerate(argv):
-            if arg == "--config" and i + 1 < len(argv):
-                argv[i + 1] = str(resolve_config(argv[i + 1]))
-            elif arg.startswith("--config="):
-                argv[i] = "--config=" + str(resolve_config(arg.partition("=")[2]))
+        argv = resolve_config_argument(argv, CONFIG_DIR)  # packaged presets by name
     except FileNotFoundError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

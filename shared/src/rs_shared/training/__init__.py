@@ -29,6 +29,7 @@ from .config import (
     config_to_dict,
     load_config,
     parse_config,
+    resolve_config_argument,
     resolve_preset,
     save_config,
     validate_config,
@@ -53,6 +54,6 @@ __all__ = [
     "ACCELERATE_CONFIGS", "CheckpointError", "ConfigError", "EpochBatchSampler", "GroupRule", "OptimConfig",
     "ScheduleConfig", "TrainConfig", "TrainResult", "TrainState", "accelerate_config", "add_config_arguments",
     "build_accelerator", "build_optimizer", "build_scheduler", "checkpoint_problem", "config_from_args",
-    "config_to_dict", "list_checkpoints", "load_checkpoint", "load_config", "param_groups", "parse_config", "resolve_preset",
-    "resolve_resume", "save_checkpoint", "save_config", "train", "validate_config",
+    "config_to_dict", "list_checkpoints", "load_checkpoint", "load_config", "param_groups", "parse_config",
+    "resolve_config_argument", "resolve_preset", "resolve_resume", "save_checkpoint", "save_config", "train", "validate_config",
 ]

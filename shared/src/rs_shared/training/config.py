@@ -214,6 +214,18 @@ def resolve_preset(name: str | os.PathLike, config_dir: str | os.PathLike) -> Pa
     raise FileNotFoundError(f"config {str(name)!r} not found: neither a file nor a packaged preset "
                             f"(packaged presets: {presets})")
 
+
+def resolve_config_argument(argv: Sequence[str], config_dir: str | os.PathLike) -> list[str]:
+    """``argv`` with the value of ``--config NAME`` / ``--config=NAME`` replaced by :func:`resolve_preset`'s path,
+    so a command line can name a packaged preset. Raises ``FileNotFoundError`` listing the presets."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            argv[i + 1] = str(resolve_preset(argv[i + 1], config_dir))
+        elif arg.startswith("--config="):
+            argv[i] = "--config=" + str(resolve_preset(arg.partition("=")[2], config_dir))
+    return argv
+
 def validate_config(config: object) -> None:
     """Run ``validate()`` of every dataclass in the tree, innermost first (for configs built in code)."""
     _validate(config, "", {})
