@@ -31,22 +31,31 @@ def _block(n: int, cap: int | None = None) -> int:
 
 
 @triton.jit
+def _qk_chunk(q_base, k_base, rows, keys, row_ok, key_ok, d0, D, BLOCK_D: tl.constexpr):
+    """Head-dimension chunk ``[d0, d0 + BLOCK_D)`` of both halves of Q and K (rows ``(·, 2D)``), with the offsets
+    and masks of the Q₁ and K₁ tiles (the second halves sit ``D`` further)."""
+    cols = d0 + tl.arange(0, BLOCK_D)
+    col_ok = cols < D
+    q_off = rows[:, None] * (2 * D) + cols[None, :]
+    k_off = keys[:, None] * (2 * D) + cols[None, :]
+    q_ok = row_ok[:, None] & col_ok[None, :]
+    k_ok = key_ok[:, None] & col_ok[None, :]
+    q1 = tl.load(q_base + q_off, mask=q_ok, other=0.0)
+    q2 = tl.load(q_base + q_off + D, mask=q_ok, other=0.0)
+    k1 = tl.load(k_base + k_off, mask=k_ok, other=0.0)
+    k2 = tl.load(k_base + k_off + D, mask=k_ok, other=0.0)
+    return q_off, k_off, q_ok, k_ok, q1, q2, k1, k2
+
+
+@triton.jit
 def _scores(q_base, k_base, rows, keys, row_ok, key_ok, D, BLOCK_P: tl.constexpr, BLOCK_T: tl.constexpr,
             BLOCK_D: tl.constexpr):
     """Raw ``Q₁K₁ᵀ`` and ``Q₂K₂ᵀ`` ``(BLOCK_P, BLOCK_T)`` of rows ``(·, 2D)`` at ``q_base`` and ``k_base``."""
     s1 = tl.zeros((BLOCK_P, BLOCK_T), dtype=tl.float32)
     s2 = tl.zeros((BLOCK_P, BLOCK_T), dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
-        cols = d0 + tl.arange(0, BLOCK_D)
-        col_ok = cols < D
-        q_off = rows[:, None] * (2 * D) + cols[None, :]
-        k_off = keys[:, None] * (2 * D) + cols[None, :]
-        q_ok = row_ok[:, None] & col_ok[None, :]
-        k_ok = key_ok[:, None] & col_ok[None, :]
-        q1 = tl.load(q_base + q_off, mask=q_ok, other=0.0)
-        q2 = tl.load(q_base + q_off + D, mask=q_ok, other=0.0)
-        k1 = tl.load(k_base + k_off, mask=k_ok, other=0.0)
-        k2 = tl.load(k_base + k_off + D, mask=k_ok, other=0.0)
+        q_off, k_off, q_ok, k_ok, q1, q2, k1, k2 = _qk_chunk(q_base, k_base, rows, keys, row_ok, key_ok, d0, D,
+                                                             BLOCK_D)
         s1 += tl.dot(q1, tl.trans(k1), input_precision="ieee")
         s2 += tl.dot(q2, tl.trans(k2), input_precision="ieee")
     return s1, s2
@@ -139,16 +148,8 @@ def _backward_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, lam_ptr, max_ptr, sum_ptr, d
 
     # dQ = dS K (stored), this block's share of dK = dSᵀ Q
     for d0 in range(0, D, BLOCK_D):
-        cols = d0 + tl.arange(0, BLOCK_D)
-        col_ok = cols < D
-        q_off = rows[:, None] * (2 * D) + cols[None, :]
-        k_off = keys[:, None] * (2 * D) + cols[None, :]
-        q_ok = row_ok[:, None] & col_ok[None, :]
-        k_ok = key_ok[:, None] & col_ok[None, :]
-        q1 = tl.load(q_base + q_off, mask=q_ok, other=0.0)
-        q2 = tl.load(q_base + q_off + D, mask=q_ok, other=0.0)
-        k1 = tl.load(k_base + k_off, mask=k_ok, other=0.0)
-        k2 = tl.load(k_base + k_off + D, mask=k_ok, other=0.0)
+        q_off, k_off, q_ok, k_ok, q1, q2, k1, k2 = _qk_chunk(q_base, k_base, rows, keys, row_ok, key_ok, d0, D,
+                                                             BLOCK_D)
         dq_base = dq_ptr + bh * P * 2 * D
         tl.store(dq_base + q_off, tl.dot(ds1, k1, input_precision="ieee"), mask=q_ok)
         tl.store(dq_base + q_off + D, tl.dot(ds2, k2, input_precision="ieee"), mask=q_ok)
