@@ -2,7 +2,7 @@
 ``predictions.jsonl`` into ``--out`` (spec §5, §6).
 
 Tasks: ``det`` (DOTA directory → APnc50/75/50:95 after tiling and merging), ``vg`` (grounding JSONL →
-Acc@0.5), ``cap`` (captions → BLEU/ROUGE-L/CIDEr), ``vqa`` and ``cls`` (answer accuracy under a §6 matcher).
+Acc@0.5), ``cap`` (captions → BLEU/METEOR/ROUGE-L/CIDEr), ``vqa`` and ``cls`` (answer accuracy under a §6 matcher).
 Every score comes with its parse-failure rate. Without ``--data`` a small synthetic set is generated into
 ``<out>/data`` (see ``rscovlm.eval_data`` for the file formats) and reused when the same command runs again.
 """
@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from rs_shared.metrics.captioning import JavaNotFoundError
 from rs_shared.metrics.report import markdown_table, write_report
 
 from .eval_data import TASKS, load_eval_set, synthesize_eval_set
@@ -27,12 +28,13 @@ PROTOCOLS = {
            "stable tie order (tile, line)",
     "vg": "RSCoVLM grounding (spec §6): first line x1,y1,x2,y2 label, failure = [0,0,0,0], Acc@0.5 with IoU > 0.5 "
           "and the 1-px overlap rule",
-    "cap": "COCO caption metrics (pycocoevalcap, no SPICE)",
+    "cap": "COCO caption metrics (pycocoevalcap, no SPICE): BLEU-1..4, METEOR, ROUGE-L, CIDEr-D with the PTB "
+           "tokenizer; BLEU, ROUGE-L, CIDEr-D only with the simple one (non-standard numbers)",
     "vqa": "RSCoVLM VQA answer accuracy (spec §6 matcher)",
     "cls": "RSCoVLM scene classification accuracy (spec §6 matcher)",
 }
-HEADLINE = {"det": ("APnc50", "APnc75", "APnc50:95"), "vg": ("Acc@0.5",), "cap": ("BLEU-4", "ROUGE_L", "CIDEr"),
-            "vqa": ("accuracy",), "cls": ("accuracy",)}
+HEADLINE = {"det": ("APnc50", "APnc75", "APnc50:95"), "vg": ("Acc@0.5",),
+            "cap": ("BLEU-4", "METEOR", "ROUGE_L", "CIDEr"), "vqa": ("accuracy",), "cls": ("accuracy",)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--zoom", type=int, default=0, help="vqa: max zoom-in steps (0 = no zoom chain)")
     text.add_argument("--crop-source", choices=CROP_SOURCES, default="resized", help="vqa zoom crop source")
     text.add_argument("--caption-tokenizer", choices=("ptb", "simple"), default="ptb",
-                      help="cap: PTB tokenizer (standard, needs Java) or the simple one")
+                      help="cap: PTB tokenizer (standard, needs Java; METEOR too) or the simple one "
+                           "(no Java, no METEOR, non-standard numbers)")
     return parser
 
 
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, JavaNotFoundError) as e:
         print(f"rscovlm-eval: {e}", file=sys.stderr)
         return 2
     print((Path(args.out) / "report.md").read_text(encoding="utf-8"))

@@ -13,7 +13,8 @@ of outputs that did not parse; they are scored as wrong, never dropped).
   strictly > 0.5 and the official 1-px overlap rule; a failed parse is the box [0, 0, 0, 0] (wrong).
 - ``cls`` / ``vqa`` (§6): answer accuracy under a matcher (:data:`MATCHERS`); ``cls`` failures are answers
   naming none (or several) of the classes, ``vqa`` failures empty answers. ``vqa`` can use the zoom chain.
-- ``cap``: COCO caption metrics (``rs_shared.metrics.captioning``); failures are empty captions.
+- ``cap``: COCO caption metrics (``rs_shared.metrics.captioning``: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, no
+  SPICE); failures are empty captions, scored as they are (an empty caption matches nothing).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from rs_shared.data.dota import DOTA_V1_0, DotaSample, tile_sample
 from rs_shared.data.geometry import Boxes, min_area_quad, xyxy_to_quad
 from rs_shared.metrics import text as text_metrics
 from rs_shared.metrics.boxes import quad_iou
-from rs_shared.metrics.captioning import caption_metrics
+from rs_shared.metrics.captioning import METRICS as CAPTION_METRICS
+from rs_shared.metrics.captioning import caption_metrics, check_caption_options
 from rs_shared.metrics.detection import Detections, GroundTruth, apnc, grounding_accuracy
 
 from .eval_data import GroundingSample, TextSample
@@ -38,6 +40,7 @@ from .templates import HBB_SYSTEM_PROMPT, SYSTEM_PROMPTS, category_list, class_k
 from .zoom import CropSource, run_zoom_chain
 
 MERGE_NMS_IOU = 0.1  # §5.4: per-class rotated NMS when merging tiles
+JAVA_FREE_CAPTION_METRICS = ("BLEU", "ROUGE_L", "CIDEr")  # METEOR needs Java even without the PTB tokenizer
 MATCHERS: dict[str, Callable[[str, str], bool]] = {
     "exact": text_metrics.exact_match,
     "bidirectional": text_metrics.bidirectional_containment,  # VHM protocol (cls, RSVQA)
@@ -174,23 +177,28 @@ def _answers(generator: Generator, samples: Sequence[TextSample], zoom: int = 0,
 def evaluate_text_set(generator: Generator, samples: Sequence[TextSample], task: str, match: str | None = None,
                       classes: Sequence[str] | None = None, zoom: int = 0, crop_source: CropSource = "resized",
                       caption_tokenizer: str = "ptb",
-                      caption_names: Sequence[str] = ("BLEU", "ROUGE_L", "CIDEr")) -> tuple[dict[str, Any],
-                                                                                         list[dict[str, Any]]]:
+                      caption_names: Sequence[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Scores of a ``cls``, ``vqa`` or ``cap`` set with the parse-failure rate (module docstring).
 
     ``match`` names a :data:`MATCHERS` entry (default ``bidirectional`` for cls, ``wups`` for vqa);
     ``classes`` is the cls class list (default: the reference answers seen); ``zoom > 0`` answers with the
-    zoom chain (``zoom`` = ``max_zoom_steps``).
+    zoom chain (``zoom`` = ``max_zoom_steps``). ``caption_names`` defaults to the COCO set (BLEU-1..4, METEOR,
+    ROUGE-L, CIDEr) with the standard PTB tokenizer and to the Java-free BLEU, ROUGE-L and CIDEr with
+    ``caption_tokenizer="simple"``.
     """
     if task not in ("cls", "vqa", "cap"):
         raise ValueError(f"task must be cls, vqa or cap, got {task!r}")
+    if task == "cap":  # fail on unknown names or a missing Java before generating, not after
+        if caption_names is None:
+            caption_names = CAPTION_METRICS if caption_tokenizer == "ptb" else JAVA_FREE_CAPTION_METRICS
+        caption_names = check_caption_options(caption_names, caption_tokenizer)
     outputs, chains = _answers(generator, samples, zoom, crop_source)
     records = [{"id": s.id, "question": s.question, "answers": list(s.answers), "output": o,
                 **({"zoom": c} if c is not None else {})} for s, o, c in zip(samples, outputs, chains, strict=True)]
     empty = sum(not normalize_answer(o) for o in outputs)
-    if task == "cap":
-        scores = caption_metrics({s.id: o for s, o in zip(samples, outputs, strict=True)},
-                                 {s.id: list(s.answers) for s in samples}, caption_names, tokenizer=caption_tokenizer)
+    if task == "cap":  # keyed by position: sample ids need not be unique (e.g. one record per caption of an image)
+        scores = caption_metrics(dict(enumerate(outputs)), {k: list(s.answers) for k, s in enumerate(samples)},
+                                 caption_names, tokenizer=caption_tokenizer)
         return {**scores, "parse_failure_rate": _rate(empty, len(samples))}, records
     name = match or ("bidirectional" if task == "cls" else "wups")
     if name not in MATCHERS:
