@@ -19,7 +19,7 @@ def datasets(tmp_path_factory):
     """One small synthetic dataset per format, generated once for this module (copied before breaking)."""
     root = tmp_path_factory.mktemp("synthetic")
     specs = {"scene": ("scene", {}), "rrsisd": ("refseg", {}), "refsegrs": ("refseg", {"layout": "refsegrs"}),
-             "gcg": ("gcg", {}), "dota": ("dota", {"size": 384}), "sft": ("sft", {"size": 96})}
+             "gcg": ("gcg", {"regions": 1}), "dota": ("dota", {"size": 384}), "sft": ("sft", {"size": 96})}
     for name, (task, kwargs) in specs.items():
         synthesize(task, root / name, n=11, seed=1, **kwargs)
     return root
@@ -169,6 +169,8 @@ def test_bad_arguments_are_usage_errors(tmp_path, capsys):
     (tmp_path / "b" / "keep.txt").write_text("x")
     assert main(["synth", "--task", "scene", "--out", str(tmp_path / "b")]) == 2
     assert "not empty" in capsys.readouterr().err
+    assert main(["synth", "--task", "scene", "--out", str(tmp_path / "d"), "--regions", "2"]) == 2
+    assert "regions must be >= 0 and is only available for gcg" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["synth", "--task", "scene", "--out", str(tmp_path / "c"), "--size", "8"])
     assert exit_info.value.code == 2

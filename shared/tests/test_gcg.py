@@ -14,6 +14,7 @@ from rs_shared.data.errors import DataFormatError, Problems
 from rs_shared.data.gcg import (
     GEOPIXEL_GCG_INSTRUCTION,
     GCGDataset,
+    GCGRegion,
     GCGTile,
     TileName,
     check,
@@ -253,6 +254,46 @@ def test_writer_rejects_what_would_not_read_back(tmp_path: Path):
     with pytest.raises(ValueError, match="unique"):
         write_geopixeld(tmp_path, [tile, tile])
     assert not (tmp_path / "GeoPixelD.json").exists()
+
+
+def test_regions_round_trip_and_give_the_tile_through_their_box(tmp_path: Path):
+    tile = _tiles()[0]
+    region = GCGRegion((7.0, 1.5, 20.0, 16.0), parse_grounded_caption("A field. <p> the houses </p> [SEG]."),
+                       [tile.polygons[1]])
+    index = write_geopixeld(tmp_path, [GCGTile(tile.name, tile.image, tile.markup, tile.polygons, regions=[region])])
+    assert json.loads((tmp_path / "train" / f"{tile.name}.json").read_text())["regions"][0]["box"] == [7, 1.5, 20, 16]
+    for sample in (read_geopixeld(index)[0], read_tiles(tmp_path / "train")[0]):
+        assert sample.box is None and sample.load()["box"] is None
+        np.testing.assert_array_equal(sample.load()["masks"], _expected_masks(tile))  # the holistic caption
+        seen = sample.region(0)
+        item = seen.load()
+        assert seen.regions == () and seen.box == (7.0, 1.5, 20.0, 16.0) and seen.name == tile.name
+        assert item["phrases"] == ["the houses"] and item["caption"] == "A field. the houses ."
+        np.testing.assert_array_equal(item["box"], [7.0, 1.5, 20.0, 16.0])
+        np.testing.assert_array_equal(item["masks"], _expected_masks(tile)[1:])
+        with pytest.raises(IndexError, match="has 1 regions, asked for region 1"):
+            sample.region(1)
+    # Holistic tiles are written as before: no "regions" field.
+    write_geopixeld(tmp_path / "plain", _tiles())
+    assert "regions" not in json.loads((tmp_path / "plain" / "train" / f"{tile.name}.json").read_text())
+
+
+def test_bad_regions_are_reported_with_file_and_region(root: Path):
+    path = root / "train" / "P0001.json"
+    good = {"box": [2, 1, 14, 5], "gcg_description": "<p> car-1 </p> [SEG] here.",
+            "polygons": [[[[2, 2], [6, 2], [6, 5], [2, 5]]]]}
+    _edit_tile(path, lambda t: t.__setitem__("regions", [good]))
+    assert read_tiles(root / "train")[0].regions[0].box == (2.0, 1.0, 14.0, 5.0)
+    _edit_tile(path, lambda t: t["regions"][0].__setitem__("box", [2, 1, 24, 5]))
+    with pytest.raises(DataFormatError, match=r"P0001\.json: record 0, region 0: 'box' must be \[x1, y1, x2, y2\] "
+                                              r"pixels with 0 <= x1 < x2 <= 20"):
+        read_geopixeld(root / "GeoPixelD.json")
+    _edit_tile(path, lambda t: t["regions"][0].update(box=[2, 1, 14, 5], polygons=[]))
+    with pytest.raises(DataFormatError, match=r"record 0, region 0: has 0 polygon entries"):
+        read_tiles(root / "train")
+    _edit_tile(path, lambda t: t.__setitem__("regions", {"box": [0, 0, 1, 1]}))
+    with pytest.raises(DataFormatError, match="'regions' must be a list"):
+        read_tiles(root / "train")
 
 
 # --- HF datasets, detect, check ------------------------------------------------------------------------

@@ -7,12 +7,27 @@ import pytest
 
 from rs_shared.data import dota, gcg, refseg, scene_cls
 from rs_shared.data.conversations import TextItem, read_conversations
-from rs_shared.data.errors import Problems
+from rs_shared.data.errors import DataFormatError, Problems
 from rs_shared.data.gcg import parse_grounded_caption
 from rs_shared.data.manifest import read_manifest, verify_manifest
 from rs_shared.data.synthetic import CATEGORIES, OBJECT_SCENE_CLASSES, SCENE_CLASSES
-from rs_shared.data.synthetic import grounded_caption, holistic_sentence, make_referring_scene, make_scene
-from rs_shared.data.synthetic.export import SCENE_CAPTIONS, SPLIT_FRACTIONS, sample_seed, split_of, synthesize
+from rs_shared.data.synthetic import (
+    grounded_caption,
+    holistic_sentence,
+    make_referring_scene,
+    make_scene,
+    region_caption,
+)
+from rs_shared.data.synthetic.export import (
+    GROUNDING_TURNS,
+    SCENE_CAPTIONS,
+    SFT_KINDS,
+    SPLIT_FRACTIONS,
+    ensure_synthetic,
+    sample_seed,
+    split_of,
+    synthesize,
+)
 
 N = 12
 
@@ -93,6 +108,30 @@ def test_grounded_captions_read_back(tmp_path):
         np.testing.assert_array_equal(item["masks"], expected)
 
 
+def test_box_conditioned_captions_read_back_beside_the_holistic_one(tmp_path):
+    synthesize("gcg", tmp_path, n=N, seed=0, regions=2)
+    assert read_manifest(tmp_path)["generator"]["regions"] == 2
+    for sample in gcg.read_geopixeld(tmp_path / "GeoPixelD.json"):
+        i = int(sample.name[1:])
+        s = sample_seed(0, "gcg", i)
+        scene = make_scene(s, (128, 128), OBJECT_SCENE_CLASSES[i % len(OBJECT_SCENE_CLASSES)])
+        assert sample.caption == parse_grounded_caption(grounded_caption(scene, np.random.default_rng(s))[0])
+        assert len(sample.regions) == 2 and sample.box is None
+        masks = scene.instance_masks()
+        for k in range(2):
+            markup, groups = region_caption(scene, np.random.default_rng([s, 1, k]))
+            item = sample.region(k).load()
+            assert item["markup"] == markup
+            np.testing.assert_array_equal(item["masks"], np.stack([masks[g].any(axis=0) for g in groups]))
+            # the prompt box encloses exactly the polygons of the covered objects
+            covered = np.concatenate([scene.objects[j].polygon for g in groups for j in g])
+            np.testing.assert_array_equal(item["box"], [*covered.min(0), *covered.max(0)])
+    with pytest.raises(DataFormatError, match="regions=2"):
+        ensure_synthetic("gcg", tmp_path, n=N, seed=0)  # a holistic-only request does not reuse this set
+    with pytest.raises(ValueError, match="only available for gcg"):
+        synthesize("refseg", tmp_path / "refseg", n=2, regions=1)
+
+
 def test_dota_reads_back(tmp_path):
     synthesize("dota", tmp_path, n=3, seed=0, size=512)
     samples = dota.read_dota(tmp_path)
@@ -110,18 +149,28 @@ def test_dota_reads_back(tmp_path):
 def test_sft_reads_back(tmp_path):
     synthesize("sft", tmp_path, n=6, seed=0, size=128)
     conversations = read_conversations(tmp_path / "sft.json")
+    assert [c.source for c in conversations] == [f"synthetic:{SFT_KINDS[i % 3]}" for i in range(6)]
     for i, conv in enumerate(conversations):
-        scene = make_scene(sample_seed(0, "sft", i), (128, 128), SCENE_CLASSES[i % len(SCENE_CLASSES)])
-        kinds = ["qa", "detection", "grounding" if scene.objects else "qa"]  # nothing to ground in farmland
-        assert conv.source == f"synthetic:{kinds[i % 3]}"
+        kind = SFT_KINDS[i % len(SFT_KINDS)]
+        if kind == "grounding":
+            scene, expr = make_referring_scene(sample_seed(0, "sft", i), (128, 128))
+        else:
+            scene = make_scene(sample_seed(0, "sft", i), (128, 128), SCENE_CLASSES[i % len(SCENE_CLASSES)])
         np.testing.assert_array_equal(conv.load()["images"][0], scene.image)
-        assert conv.coords == (None if conv.source == "synthetic:qa" else "pixel")
+        assert conv.coords == (None if kind == "qa" else "pixel")
+        questions = [m.content[-1].text for m in conv.messages if m.role == "user"]
         answers = [m.content[0].text for m in conv.messages if m.role == "assistant"]
-        if conv.source == "synthetic:grounding":
-            x1, y1, x2, y2 = map(int, answers[0].split(","))
+        if kind == "grounding":  # refGeo style: "find the {expression}" -> "x1,y1,x2,y2 {expression}", target first
+            assert 1 <= len(answers) <= GROUNDING_TURNS
+            assert questions[0] == "find the " + expr.text.removeprefix("the ")
             boxes = scene.boxes("xyxy").data.astype(int).tolist()
-            assert [x1, y1, x2, y2] in boxes
-        if conv.source == "synthetic:detection":
+            coords, label = answers[0].split(" ", 1)
+            assert [int(v) for v in coords.split(",")] == boxes[expr.target]
+            assert label == questions[0].removeprefix("find the ")
+            for question, answer in zip(questions, answers, strict=True):
+                coords, label = answer.split(" ", 1)
+                assert [int(v) for v in coords.split(",")] in boxes and question == f"find the {label}"
+        if kind == "detection":
             n_dota = sum(CATEGORIES[o.category].dota is not None for o in scene.objects)
             assert len(answers[0].splitlines()) == n_dota or answers[0] == "There are none."
         assert all(isinstance(c, TextItem) for m in conv.messages[1:] for c in m.content)

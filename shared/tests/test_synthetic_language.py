@@ -21,6 +21,7 @@ from rs_shared.data.synthetic import (
     make_referring_scene,
     make_scene,
     qa_pairs,
+    region_caption,
     where_phrase,
     words,
 )
@@ -176,6 +177,33 @@ def test_captions_parse_and_every_phrase_names_exactly_its_objects():
 def test_caption_of_a_scene_without_objects_is_refused():
     with pytest.raises(ValueError, match="nothing to ground"):
         grounded_caption(make_scene(0, (64, 64), "forest"), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="nothing to ground"):
+        region_caption(make_scene(0, (64, 64), "forest"), np.random.default_rng(0))
+
+
+def test_region_captions_name_one_category_each_in_reading_order():
+    sizes = Counter()
+    for cls in OBJECT_SCENE_CLASSES:
+        for seed in range(12):
+            scene = make_scene(seed, (128, 128), cls)
+            markup, groups = region_caption(scene, np.random.default_rng(seed))
+            phrases = PHRASE.findall(markup)
+            assert len(phrases) == len(groups) and 1 <= len(groups) <= 4
+            assert not markup.startswith("<p>") and markup.index("<p>") > 20  # a holistic sentence first
+            flat = [i for g in groups for i in g]
+            assert len(flat) == len(set(flat))
+            for phrase, group in zip(phrases, groups, strict=True):
+                categories = {scene.objects[i].category for i in group}
+                assert len(categories) == 1
+                noun = CATEGORIES[categories.pop()]
+                assert phrase == (f"the {noun.plural}" if len(group) > 1 else f"the {noun.noun}")
+                sizes[len(group) > 1] += 1
+            rows = [min(2, int(3 * np.mean([scene.objects[i].centre[1] for i in g]) / 128)) for g in groups]
+            assert rows == sorted(rows)
+            # a spatially coherent subset: every object lies within 70 % of the image of every other one
+            centres = np.array([scene.objects[i].centre for i in flat])
+            assert np.ptp(centres, axis=0).max() <= 0.7 * 128 + 1e-6
+    assert sizes[True] > 10 and sizes[False] > 10  # group and single-object phrases both occur
 
 
 # --- QA ------------------------------------------------------------------------------------------------
@@ -228,7 +256,7 @@ def test_every_emitted_word_is_in_the_vocabulary():
             scene = make_scene(seed, (128, 128), cls)
             rng = np.random.default_rng(seed)
             if scene.objects:
-                texts.append(grounded_caption(scene, rng)[0])
+                texts += [grounded_caption(scene, rng)[0], region_caption(scene, rng)[0]]
             texts += [t for qa in qa_pairs(scene, rng) for t in (qa.question, qa.answer)]
     unknown = {w for t in texts for w in words(t)} - vocab
     assert not unknown

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refseg only: RRSIS-D (REFER pickle + COCO JSON) or RefSegRS (TIFF + phrase files)")
     p.add_argument("--object-scale", type=float, default=1.0,
                    help="refseg only: draw objects this many times larger than the default (e.g. 1.3)")
+    p.add_argument("--regions", type=int, default=0,
+                   help="gcg only: box-conditioned captions per tile besides the holistic one (the objects in a "
+                        "random region and the box around them; CLV-Net's in_box targets)")
 
     p = sub.add_parser("check", help="detect a dataset's format and validate every record",
                        description="Detect the format of DIR, validate every record and the manifest (when "
@@ -265,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             from .synthetic.export import synthesize
 
             counts = synthesize(args.task, args.out, n=args.n, seed=args.seed, size=args.size, layout=args.layout,
-                                object_scale=args.object_scale)
+                                object_scale=args.object_scale, regions=args.regions)
             print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         elif args.command == "check":
             report = check_dir(args.dir)

@@ -16,7 +16,14 @@ On-disk layout (GeoPixel release)::
                                              "polygons": <per-tile json path>}, ...]
     <root>/<split>/<tile>.png        an iSAID tile (800 × 800, or a whole smaller image)
     <root>/<split>/<tile>.json       {"id", "img": <png path>, "gcg_description": <grounded caption>,
-                                      "polygons": [phrase k → [part → [[x, y], ...]]]}
+                                      "polygons": [phrase k → [part → [[x, y], ...]]],
+                                      "regions": [{"box": [x1, y1, x2, y2], "gcg_description": <grounded
+                                                   caption of the box>, "polygons": [...]}, ...]}   (optional)
+
+``regions`` is not part of the GeoPixel release (its captions are holistic: one per tile, no boxes). It holds
+box-conditioned captions, as the synthetic generator writes them for CLV-Net's box prompt: per region an ``xyxy``
+pixel box and the grounded caption of the objects in it, with one polygon entry per ``[SEG]`` like the tile's own.
+Readers expose them as :attr:`GCGSample.regions` (:meth:`GCGSample.region` is the tile seen through one region).
 
 An index record may carry ``"segmentation"`` (one COCO RLE per ``[SEG]``) instead of ``"polygons"``.
 In a conversation, ``from`` is ``human``/``user`` for the instruction; any other value is the assistant.
@@ -29,6 +36,7 @@ Polygon vertices are integer pixel coordinates in the continuous convention of
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -159,11 +167,22 @@ def tile_name(source: str, x0: int, y0: int, x1: int, y1: int) -> str:
 # --- records -------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class GCGRegion:
+    """A box-conditioned caption of a tile: the prompt ``box`` ``(x1, y1, x2, y2)`` in pixels and the grounded
+    caption of the objects in it, with one segmentation per phrase (as :attr:`GCGSample.masks`)."""
+
+    box: tuple[float, float, float, float]
+    caption: GroundedCaption
+    masks: tuple[Segmentation, ...]
+
+
+@dataclass(frozen=True)
 class GCGSample:
     """One tile: instruction, grounded caption and one segmentation per phrase (``[SEG]``).
 
     ``image_size`` is ``(width, height)``. ``masks[k]`` is the ``k``-th phrase's polygon parts (``(K, 2)``
-    pixel vertices) or COCO RLE dict.
+    pixel vertices) or COCO RLE dict. ``regions`` are the tile's box-conditioned captions (none in GeoPixelD);
+    ``box`` is the prompt box the caption belongs to (``None`` for the tile's holistic caption).
     """
 
     id: int | str
@@ -172,6 +191,8 @@ class GCGSample:
     caption: GroundedCaption
     masks: tuple[Segmentation, ...]
     image_size: tuple[int, int]
+    regions: tuple[GCGRegion, ...] = ()
+    box: tuple[float, float, float, float] | None = None
 
     @property
     def name(self) -> str:
@@ -198,15 +219,23 @@ class GCGSample:
         data = np.concatenate([boxes[:, :2].min(0), boxes[:, 2:].max(0)])[None] if len(boxes) else np.zeros((0, 4))
         return Boxes(data, "xyxy", "pixel", self.image_size)
 
+    def region(self, k: int) -> GCGSample:
+        """The tile with the caption, masks and ``box`` of its ``k``-th region (and no regions of its own)."""
+        if not 0 <= k < len(self.regions):
+            raise IndexError(f"tile {self.name} (id {self.id}) has {len(self.regions)} regions, asked for region {k}")
+        r = self.regions[k]
+        return dataclasses.replace(self, caption=r.caption, masks=r.masks, regions=(), box=r.box)
+
     def load(self) -> dict[str, Any]:
         """``{"image": (H, W, 3) uint8, "masks": (N, H, W) bool, "phrases": list[str], "caption": str,
-        "markup": str, "instruction": str}``."""
+        "markup": str, "instruction": str, "box": (4,) float64 xyxy pixels or None}``."""
         image = as_array(read_image(self.image_path, self.id))
         if image.shape[1::-1] != self.image_size:
             raise DataFormatError(self.image_path, f"image is {image.shape[1]}x{image.shape[0]}, expected "
                                   f"{self.image_size[0]}x{self.image_size[1]} (changed since it was indexed)", self.id)
         return {"image": image, "masks": self.phrase_masks(), "phrases": list(self.caption.phrases),
-                "caption": self.caption.caption, "markup": self.caption.markup, "instruction": self.instruction}
+                "caption": self.caption.caption, "markup": self.caption.markup, "instruction": self.instruction,
+                "box": None if self.box is None else np.array(self.box, dtype=np.float64)}
 
 
 class GCGDataset(RecordDataset):
@@ -268,15 +297,19 @@ def _index_record(rec: object, i: int, index_json: Path, problems: Problems) -> 
         if tile is None or not require_keys(tile, {"polygons": list}, polygons_file, rec["id"], problems):
             return None
         masks = _phrase_polygons(tile["polygons"], caption.num_seg, size, polygons_file, rec["id"], problems)
+        regions = _regions(tile, size, polygons_file, rec["id"], problems)
+        if regions is None:
+            return None
     elif isinstance(rec.get("segmentation"), list):
         masks = _phrase_rles(rec["segmentation"], caption.num_seg, size, index_json, record, problems)
+        regions = ()
     else:
         problems.add(index_json, "needs 'polygons' (path of the per-tile JSON) or 'segmentation' "
                      "(a list of COCO RLEs, one per [SEG])", record)
         return None
     if masks is None:
         return None
-    return GCGSample(rec["id"], image_path, turns[0], caption, masks, size)
+    return GCGSample(rec["id"], image_path, turns[0], caption, masks, size, regions)
 
 
 def _tile_file(path: Path, problems: Problems) -> GCGSample | None:
@@ -291,9 +324,10 @@ def _tile_file(path: Path, problems: Problems) -> GCGSample | None:
     if size is None:
         return None
     masks = _phrase_polygons(tile["polygons"], caption.num_seg, size, path, record, problems)
-    if masks is None:
+    regions = _regions(tile, size, path, record, problems)
+    if masks is None or regions is None:
         return None
-    return GCGSample(record, image_path, GEOPIXEL_GCG_INSTRUCTION, caption, masks, size)
+    return GCGSample(record, image_path, GEOPIXEL_GCG_INSTRUCTION, caption, masks, size, regions)
 
 
 def _conversation(turns: list, file: Path, record: object, problems: Problems) -> tuple[str, str] | None:
@@ -338,6 +372,35 @@ def _phrase_polygons(value: list, num_seg: int, size: tuple[int, int], file: Pat
                 return None
         masks.append(parts)
     return tuple(masks)
+
+
+def _regions(tile: dict, size: tuple[int, int], file: Path, record: object,
+             problems: Problems) -> tuple[GCGRegion, ...] | None:
+    """Validate the optional ``regions`` of a per-tile file: each ``{"box": [x1, y1, x2, y2]`` (pixels, inside the
+    image, x1 < x2, y1 < y2), ``"gcg_description"``, ``"polygons"`` (one entry per ``[SEG]``)``}``."""
+    value = tile.get("regions", [])
+    if not isinstance(value, list):
+        problems.add(file, f"field 'regions' must be a list, got {type(value).__name__}", record)
+        return None
+    width, height = size
+    regions = []
+    for k, region in enumerate(value):
+        where = f"{record}, region {k}"
+        if not require_keys(region, {"box": list, "gcg_description": str, "polygons": list}, file, where, problems):
+            return None
+        box = region["box"]
+        if not (len(box) == 4 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in box)
+                and 0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height):
+            problems.add(file, f"'box' must be [x1, y1, x2, y2] pixels with 0 <= x1 < x2 <= {width} and "
+                         f"0 <= y1 < y2 <= {height}, got {box!r}", where)
+            return None
+        caption = _grounded(region["gcg_description"], file, where, problems)
+        masks = None if caption is None else _phrase_polygons(region["polygons"], caption.num_seg, size, file, where,
+                                                                problems)
+        if masks is None:
+            return None
+        regions.append(GCGRegion(tuple(float(v) for v in box), caption, masks))
+    return tuple(regions)
 
 
 def _phrase_rles(value: list, num_seg: int, size: tuple[int, int], file: Path, record: object,
@@ -391,7 +454,8 @@ class GCGTile:
     """In-memory input of :func:`write_geopixeld`: one tile to be written.
 
     ``image`` is ``(H, W, 3)`` uint8; ``polygons[k]`` lists the parts of the ``k``-th phrase, each a
-    ``(K, 2)`` array of integer ``[x, y]`` vertices.
+    ``(K, 2)`` array of integer ``[x, y]`` vertices. ``regions`` are box-conditioned captions (written as the
+    per-tile file's ``regions``; their masks in the form of ``polygons``).
     """
 
     name: str
@@ -399,6 +463,7 @@ class GCGTile:
     markup: str
     polygons: Sequence[Sequence[np.ndarray]]
     instruction: str = GEOPIXEL_GCG_INSTRUCTION
+    regions: Sequence[GCGRegion] = ()
 
 
 def write_geopixeld(root: str | os.PathLike, tiles: Sequence[GCGTile], split: str = "train") -> Path:
@@ -425,8 +490,8 @@ def write_geopixeld(root: str | os.PathLike, tiles: Sequence[GCGTile], split: st
     records = []
     for tile_id, (tile, tile_polygons) in enumerate(zip(tiles, polygons), next_id):
         Image.fromarray(tile.image).save(root / split / f"{tile.name}.png")
-        write_json(root / split / f"{tile.name}.json", {
-            "id": tile_id, "img": f"{tile.name}.png", "gcg_description": tile.markup, "polygons": tile_polygons})
+        entry = {"id": tile_id, "img": f"{tile.name}.png", "gcg_description": tile.markup, **tile_polygons}
+        write_json(root / split / f"{tile.name}.json", entry)
         records.append({
             "id": tile_id,
             "conversations": [{"from": "human", "value": tile.instruction}, {"from": "bot", "value": tile.markup}],
@@ -437,21 +502,33 @@ def write_geopixeld(root: str | os.PathLike, tiles: Sequence[GCGTile], split: st
     return index_path
 
 
-def _tile_polygons(tile: GCGTile, path: Path) -> list:
-    """The JSON ``polygons`` of ``tile``, after checking it by the reader's rules (so that it reads back):
-    raises ``ValueError`` (a :class:`DataFormatError` naming ``path`` for markup and polygon problems)."""
+def _tile_polygons(tile: GCGTile, path: Path) -> dict[str, list]:
+    """The JSON ``polygons`` (and ``regions``, when there are any) of ``tile``, after checking them by the reader's
+    rules (so that they read back): raises ``ValueError`` (a :class:`DataFormatError` naming ``path`` for markup,
+    box and polygon problems)."""
     if not tile.name or Path(tile.name).name != tile.name:
         raise ValueError(f"tile name {tile.name!r} must be a file stem without directories")
     image = np.asarray(tile.image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"tile {tile.name!r}: image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
     strict = Problems()
-    caption = _grounded(tile.markup, path, tile.name, strict)
-    value = [[np.asarray(part).tolist() for part in parts] for parts in tile.polygons]
-    masks = _phrase_polygons(value, caption.num_seg, image.shape[1::-1], path, tile.name, strict)
-    if not all(np.array_equal(part, np.round(part)) for parts in masks for part in parts):
-        raise ValueError(f"tile {tile.name!r}: polygon vertices must be integers (GeoPixelD stores int pixels)")
-    return [[part.astype(int).tolist() for part in parts] for parts in masks]
+    size = image.shape[1::-1]
+
+    def checked(markup: str, polygons: Sequence[Sequence[np.ndarray]], record: str) -> list:
+        caption = _grounded(markup, path, record, strict)
+        value = [[np.asarray(part).tolist() for part in parts] for parts in polygons]
+        masks = _phrase_polygons(value, caption.num_seg, size, path, record, strict)
+        if not all(np.array_equal(part, np.round(part)) for parts in masks for part in parts):
+            raise ValueError(f"tile {record!r}: polygon vertices must be integers (GeoPixelD stores int pixels)")
+        return [[part.astype(int).tolist() for part in parts] for parts in masks]
+
+    out = {"polygons": checked(tile.markup, tile.polygons, tile.name)}
+    if tile.regions:
+        out["regions"] = [{"box": [float(v) for v in r.box], "gcg_description": r.caption.markup,
+                           "polygons": checked(r.caption.markup, r.masks, f"{tile.name}, region {k}")}
+                          for k, r in enumerate(tile.regions)]
+        _regions(out, size, path, tile.name, strict)  # the boxes, by the reader's rule
+    return out
 
 
 # --- HF datasets and rs-data check ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ from .language import (
     holistic_sentence,
     qa_pairs,
     referring_expression,
+    region_caption,
     where_phrase,
     words,
 )
@@ -41,5 +42,5 @@ __all__ = [
     "QA", "REFERRING_CATEGORIES", "SCENE_CLASSES", "VOCABULARY", "Category", "ReferringExpression", "Scene",
     "SceneObject", "candidate_expressions", "category_is_ambiguous", "default_object_scale", "grid_cell",
     "grounded_caption", "holistic_sentence", "length_range", "make_referring_scene",
-    "make_scene", "qa_pairs", "referring_expression", "where_phrase", "words",
+    "make_scene", "qa_pairs", "referring_expression", "region_caption", "where_phrase", "words",
 ]

@@ -20,7 +20,7 @@ from ... import __version__
 from ..errors import DataFormatError, Problems
 from ..formats import BY_NAME
 from ..manifest import MANIFEST, read_manifest, verify_manifest, write_manifest
-from .language import grounded_caption, holistic_sentence, qa_pairs, referring_expression
+from .language import grounded_caption, holistic_sentence, qa_pairs, referring_expression, region_caption
 from .scene import (
     OBJECT_SCENE_CLASSES,
     SCENE_CLASSES,
@@ -58,18 +58,24 @@ def split_of(index: int, n: int, fractions: dict[str, float]) -> str:
 
 
 def synthesize(task: str, out: str | os.PathLike, n: int, seed: int = 0,
-               size: tuple[int, int] | int | None = None, layout: str = "rrsisd", object_scale: float = 1.0) -> dict:
+               size: tuple[int, int] | int | None = None, layout: str = "rrsisd", object_scale: float = 1.0,
+               regions: int = 0) -> dict:
     """Generate ``n`` images for ``task`` (see :data:`TASKS`) into the empty or absent directory ``out``.
 
     ``size`` is ``(W, H)`` or a side length (default :data:`DEFAULT_SIZE`); ``layout`` chooses the
     referring-segmentation format (``"rrsisd"`` or ``"refsegrs"``); ``object_scale`` (refseg only) draws
-    the objects that many times larger than the default (recorded in the manifest when not 1). Returns the
-    counts that ``rs-data check`` reports for the written dataset.
+    the objects that many times larger than the default; ``regions`` (gcg only) adds that many box-conditioned
+    captions per tile (:func:`~rs_shared.data.synthetic.language.region_caption`, written as the per-tile file's
+    ``regions``: the box enclosing the covered objects and their caption) to the holistic caption. Both are
+    recorded in the manifest when not default. Returns the counts that ``rs-data check`` reports for the written
+    dataset.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     if object_scale <= 0 or (object_scale != 1.0 and task != "refseg"):
         raise ValueError(f"object_scale must be > 0 and is only available for refseg, got {object_scale} for {task}")
+    if regions < 0 or (regions and task != "gcg"):
+        raise ValueError(f"regions must be >= 0 and is only available for gcg, got {regions} for {task}")
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     fmt_name = layout if task == "refseg" else FORMAT[task]
@@ -83,13 +89,16 @@ def synthesize(task: str, out: str | os.PathLike, n: int, seed: int = 0,
 
     seeds = [sample_seed(seed, task, i) for i in range(n)]
     progress = tqdm(seeds, desc=f"synth {task}", unit="scene", leave=False)
-    _WRITERS[fmt_name](out, progress, size, **({"object_scale": object_scale} if task == "refseg" else {}))
+    options = {"refseg": {"object_scale": object_scale}, "gcg": {"regions": regions}}
+    _WRITERS[fmt_name](out, progress, size, **options.get(task, {}))
 
     fmt = BY_NAME[fmt_name]
     counts = fmt.validate(out, Problems())  # strict: what we wrote must read back cleanly
     generator = {"name": GENERATOR_NAME, "version": __version__, "seed": seed, "n": n, "size": list(size)}
     if object_scale != 1.0:
         generator["object_scale"] = object_scale
+    if regions:
+        generator["regions"] = regions
     if task == "scene":  # the ground-truth captions file (hashed with every other file under "files")
         generator["captions"] = SCENE_CAPTIONS
     write_manifest(out, format=fmt_name, task=task, counts=counts, generator=generator)
@@ -100,15 +109,15 @@ def synthesize(task: str, out: str | os.PathLike, n: int, seed: int = 0,
 
 def ensure_synthetic(task: str, out: str | os.PathLike, n: int, seed: int = 0,
                      size: tuple[int, int] | int | None = None, layout: str = "rrsisd", object_scale: float = 1.0,
-                     allow_added_files: bool = False) -> Path:
+                     allow_added_files: bool = False, regions: int = 0) -> Path:
     """A package's embedded default dataset: ``out`` filled by :func:`synthesize` when absent or empty, else
-    checked to be this generator's output for the same ``task``, format, ``n``, ``seed``, ``size`` and
-    ``object_scale`` (its manifest) with every listed file unchanged. Files added after generation (few-shot
-    lists, caches) are accepted with ``allow_added_files``. Anything else raises :class:`DataFormatError` saying
-    what differs. Under several processes call it on the main process first."""
+    checked to be this generator's output for the same ``task``, format, ``n``, ``seed``, ``size``,
+    ``object_scale`` and ``regions`` (its manifest) with every listed file unchanged. Files added after generation
+    (few-shot lists, caches) are accepted with ``allow_added_files``. Anything else raises :class:`DataFormatError`
+    saying what differs. Under several processes call it on the main process first."""
     out = Path(out)
     if not out.exists() or not any(out.iterdir()):
-        synthesize(task, out, n, seed=seed, size=size, layout=layout, object_scale=object_scale)
+        synthesize(task, out, n, seed=seed, size=size, layout=layout, object_scale=object_scale, regions=regions)
         return out
     manifest = read_manifest(out)
     if manifest is None:
@@ -118,10 +127,10 @@ def ensure_synthetic(task: str, out: str | os.PathLike, n: int, seed: int = 0,
     side = size or DEFAULT_SIZE.get(task)
     found = {"task": manifest.get("task"), "format": manifest.get("format"), "generator": generator.get("name"),
              "n": generator.get("n"), "seed": generator.get("seed"), "size": generator.get("size"),
-             "object_scale": generator.get("object_scale", 1.0)}
+             "object_scale": generator.get("object_scale", 1.0), "regions": generator.get("regions", 0)}
     wanted = {"task": task, "format": layout if task == "refseg" else FORMAT.get(task), "generator": GENERATOR_NAME,
               "n": n, "seed": seed, "size": [side, side] if isinstance(side, int) else list(side),
-              "object_scale": object_scale}
+              "object_scale": object_scale, "regions": regions}
     differ = [f"{k}={found[k]!r} (wanted {v!r})" for k, v in wanted.items() if found[k] != v]
     if differ:
         raise DataFormatError(out / MANIFEST, "the synthetic dataset here was generated with " + ", ".join(differ)
@@ -200,8 +209,10 @@ def _object_scene(s: int, i: int, size) -> Scene:
     return make_scene(s, size, OBJECT_SCENE_CLASSES[i % len(OBJECT_SCENE_CLASSES)])
 
 
-def _write_gcg(out: Path, seeds, size) -> None:
-    from ..gcg import GCGTile, write_geopixeld
+def _write_gcg(out: Path, seeds, size, regions: int = 0) -> None:
+    """Per tile: the holistic :func:`grounded_caption` and ``regions`` box-conditioned :func:`region_caption`
+    (region ``k`` drawn from ``default_rng([seed, 1, k])``), each region's box enclosing its objects' polygons."""
+    from ..gcg import GCGRegion, GCGTile, parse_grounded_caption, write_geopixeld
 
     n = len(seeds)
     tiles: dict[str, list] = {"train": [], "test": []}
@@ -214,7 +225,17 @@ def _write_gcg(out: Path, seeds, size) -> None:
             scene = _object_scene(s, i, size)
         markup, groups = grounded_caption(scene, np.random.default_rng(s))
         polygons = [[scene.objects[j].polygon for j in group] for group in groups]
-        tiles[split_of(i, n, {"train": 0.8, "test": 0.2})].append(GCGTile(f"S{i:05d}", scene.image, markup, polygons))
+        boxes = scene.boxes("xyxy").data
+        described = []
+        for k in range(regions):
+            region_markup, region_groups = region_caption(scene, np.random.default_rng([s, 1, k]))
+            covered = [j for group in region_groups for j in group]
+            box = (*boxes[covered, :2].min(0), *boxes[covered, 2:].max(0))
+            described.append(GCGRegion(tuple(float(v) for v in np.clip(box, 0, [*size, *size])),
+                                       parse_grounded_caption(region_markup),
+                                       [[scene.objects[j].polygon for j in group] for group in region_groups]))
+        tiles[split_of(i, n, {"train": 0.8, "test": 0.2})].append(
+            GCGTile(f"S{i:05d}", scene.image, markup, polygons, regions=described))
     for split, items in tiles.items():
         if items:
             write_geopixeld(out, items, split)
@@ -237,10 +258,17 @@ def _write_dota(out: Path, seeds, size) -> None:
     write_dota(out, (_dota_image(_object_scene(s, i, size), f"S{i:04d}") for i, s in enumerate(seeds)))  # streamed
 
 
+SFT_KINDS = ("qa", "detection", "grounding")  # record i is of kind SFT_KINDS[i % 3]
+GROUNDING_PROMPT = "find the {target}"  # the refGeo training prompt (RSCoVLM spec §2.4), literal
+GROUNDING_TURNS = 3  # objects grounded per referring tile
+
+
 def _write_sft(out: Path, seeds, size) -> None:
-    """Three kinds of records in turn: multi-turn QA (counting, presence, location, scene class,
-    description), detection of the DOTA classes (quadrilaterals), and grounding of a referring expression
-    (horizontal box). Boxes are integer pixels of the image, so every record says ``coords="pixel"``."""
+    """Records of the kinds :data:`SFT_KINDS` in turn: multi-turn QA (counting, presence, location, scene
+    class, description) on a scene of a class, detection of the DOTA classes (quadrilaterals) on such a scene,
+    and refGeo-style grounding on a referring tile (:func:`make_referring_scene`: 3–6 objects, the target
+    identified uniquely by its expression): ``find the {expression}`` answered ``x1,y1,x2,y2 {expression}``.
+    Boxes are integer pixels of the image, so detection and grounding records say ``coords="pixel"``."""
     from PIL import Image
 
     from ..common import atomic_path
@@ -249,12 +277,16 @@ def _write_sft(out: Path, seeds, size) -> None:
 
     records = []
     for i, s in enumerate(seeds):
-        rng = np.random.default_rng(s)
-        scene = make_scene(s, size, SCENE_CLASSES[i % len(SCENE_CLASSES)])
+        kind = SFT_KINDS[i % len(SFT_KINDS)]
+        if kind == "grounding":
+            scene, turns = _grounding_turns(s, size)
+        else:
+            scene = make_scene(s, size, SCENE_CLASSES[i % len(SCENE_CLASSES)])
+            turns = _detection_turns(scene, detection_answer) if kind == "detection" else \
+                [(qa.question, qa.answer) for qa in qa_pairs(scene, np.random.default_rng(s))]
         path = out / "images" / f"S{i:05d}.png"
         with atomic_path(path) as tmp:
             Image.fromarray(scene.image).save(tmp, format="PNG")
-        kind, turns = _sft_turns(scene, rng, i, detection_answer)
         messages = []
         for k, (question, answer) in enumerate(turns):
             content = (ImageItem(0), TextItem(question)) if k == 0 else (TextItem(question),)
@@ -264,20 +296,33 @@ def _write_sft(out: Path, seeds, size) -> None:
     write_llava(out / "sft.json", records, image_root=out)
 
 
-def _sft_turns(scene: Scene, rng: np.random.Generator, i: int,
-               detection_answer: Callable) -> tuple[str, list[tuple[str, str]]]:
-    if i % 3 == 1:
-        image = _dota_image(scene, "")
-        classes = sorted({c.dota.replace("-", " ") for c in CATEGORIES.values() if c.dota})
-        return "detection", [(f"Detect all {', '.join(classes)} in the image. Answer one object per line as "
-                              "x1,y1,x2,y2,x3,y3,x4,y4 class.", detection_answer(image.boxes.data, list(image.labels)))]
-    if i % 3 == 2:  # the first object, in random order, that an expression identifies uniquely
-        for target in rng.permutation(len(scene.objects)):
-            expr = referring_expression(scene, int(target), rng)
-            if expr is not None:
-                x1, y1, x2, y2 = (int(v) for v in scene.boxes("xyxy").data[expr.target])
-                return "grounding", [(f"Find {expr.text}. Answer as x1,y1,x2,y2.", f"{x1},{y1},{x2},{y2}")]
-    return "qa", [(qa.question, qa.answer) for qa in qa_pairs(scene, rng)]
+def _detection_turns(scene: Scene, detection_answer: Callable) -> list[tuple[str, str]]:
+    image = _dota_image(scene, "")
+    classes = sorted({c.dota.replace("-", " ") for c in CATEGORIES.values() if c.dota})
+    return [(f"Detect all {', '.join(classes)} in the image. Answer one object per line as "
+             "x1,y1,x2,y2,x3,y3,x4,y4 class.", detection_answer(image.boxes.data, list(image.labels)))]
+
+
+def _grounding_turns(seed: int, size) -> tuple[Scene, list[tuple[str, str]]]:
+    """A referring tile and up to :data:`GROUNDING_TURNS` turns: its target first, then other objects (in random
+    order) that an expression identifies uniquely. Each expression, without its leading article, goes into
+    :data:`GROUNDING_PROMPT` and, after the integer box, into the answer."""
+    scene, expr = make_referring_scene(seed, size)
+    rng = np.random.default_rng([seed, 2])
+    exprs = [expr]
+    for j in rng.permutation(len(scene.objects)):
+        if len(exprs) == GROUNDING_TURNS:
+            break
+        other = referring_expression(scene, int(j), rng) if j != expr.target else None
+        if other is not None:
+            exprs.append(other)
+    boxes = scene.boxes("xyxy").data.astype(int)
+    turns = []
+    for e in exprs:
+        target = e.text[4:] if e.text.startswith("the ") else e.text
+        x1, y1, x2, y2 = boxes[e.target]
+        turns.append((GROUNDING_PROMPT.format(target=target), f"{x1},{y1},{x2},{y2} {target}"))
+    return scene, turns
 
 
 _WRITERS = {"coop": _write_scene, "rrsisd": _write_rrsisd, "refsegrs": _write_refsegrs,

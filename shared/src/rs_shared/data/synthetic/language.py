@@ -324,6 +324,47 @@ def grounded_caption(scene: Scene, rng: np.random.Generator) -> tuple[str, list[
     return " ".join([holistic_sentence(scene, rng), *sentences]), groups
 
 
+def region_caption(scene: Scene, rng: np.random.Generator, max_phrases: int = 4) -> tuple[str, list[list[int]]]:
+    """A box-conditioned caption: :func:`holistic_sentence`, then one grounded sentence per category of the
+    objects in a random region, and per ``<p> phrase </p> [SEG]`` the indices of the objects it covers.
+
+    The region is a rectangle of 30–70 % of the image's width and height around a random anchor object; the
+    objects whose centres lie in it form the subset. Each category of the subset is one phrase: "the {noun}" for
+    a single object, the group phrase "the {plural}" for several. At most ``max_phrases`` categories are kept,
+    those nearest the anchor first; phrases follow reading order (grid row, then x). The prompt box of the
+    caption is the union box of the covered objects' masks (computed by the writer). Raises ``ValueError`` for
+    a scene without objects.
+    """
+    if not scene.objects:
+        raise ValueError(f"a {scene.scene_class} scene without objects has nothing to ground")
+    (width, height), centres = scene.size, np.array(_centres(scene))
+    anchor = int(rng.integers(len(scene.objects)))
+    extent = rng.uniform(0.3, 0.7, 2) * (width, height)
+    low = np.clip(centres[anchor] - rng.uniform(0.0, 1.0, 2) * extent, 0.0, (width, height) - extent)
+    inside = np.all((centres >= low) & (centres <= low + extent), axis=1)
+    inside[anchor] = True
+    distance = np.hypot(*(centres - centres[anchor]).T)
+    by_category: dict[str, list[int]] = {}
+    for i in sorted(np.flatnonzero(inside), key=lambda i: distance[i]):
+        by_category.setdefault(scene.objects[i].category, []).append(int(i))
+    groups = list(by_category.values())[:max_phrases]
+
+    def reading_order(members: list[int]) -> tuple[int, float]:
+        x, y = centres[members].mean(0)
+        return min(2, int(3 * y / height)), float(x)
+
+    groups.sort(key=reading_order)
+    sentences = []
+    for members in groups:
+        noun = CATEGORIES[scene.objects[members[0]].category]
+        x, y = centres[members].mean(0)
+        where = where_phrase(GRID[min(2, int(3 * y / height))][min(2, int(3 * x / width))])
+        templates = _GROUP_SENTENCES if len(members) > 1 else _INSTANCE_SENTENCES
+        phrase = f"the {noun.plural}" if len(members) > 1 else f"the {noun.noun}"
+        sentences.append(templates[int(rng.integers(len(templates)))].format(p=phrase, where=where))
+    return " ".join([holistic_sentence(scene, rng), *sentences]), [sorted(g) for g in groups]
+
+
 # --- QA ------------------------------------------------------------------------------------------------
 
 def qa_pairs(scene: Scene, rng: np.random.Generator) -> list[QA]:
