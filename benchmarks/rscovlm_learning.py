@@ -4,8 +4,9 @@ then score held-out synthetic questions with the real images and with blank (con
 Scores (greedy decoding, prompts = the conversation up to the question, earlier gold turns included):
 - counting: accuracy of ``rscovlm.parsing.parse_count`` against the gold count ("How many …" questions);
 - classification: exact match after ``rscovlm.parsing.normalize_answer`` ("What type of area / kind of scene …");
-- grounding: Acc@0.5 (IoU > 0.5, ``rs_shared.metrics.boxes.xyxy_iou``) of the first ``x1,y1,x2,y2`` of the answer
-  (the synthetic grounding answers carry no label, so ``parse_grounding``'s label rule does not apply).
+- grounding: ``find the {expression}`` answered ``x1,y1,x2,y2 {expression}`` (integer pixels of the resized frame);
+  Acc@0.5 as ``rscovlm-eval --task vg`` scores it (the strict ``rscovlm.parsing.parse_grounding`` on the first line,
+  IoU > 0.5 with the official 1-px overlap rule), with the fraction of answers that did not parse.
 
     uv run python benchmarks/rscovlm_learning.py --steps 2000 --out runs/rscovlm-learning
 Writes ``<out>/learning.json`` and ``<out>/learning.md``.
@@ -64,11 +65,14 @@ def benchmark(out: Path, steps: int, train_n: int, heldout_n: int, data_root: Pa
     (out / "learning.json").write_text(json.dumps(report, indent=2) + "\n")
     rows = [f"| {task} | {report['real'][task]:.3f} | {report['blank'][task]:.3f} | {report['real']['n_' + task]} |"
             for task in ("counting", "classification", "grounding") if task in report["real"]]
+    failures = [f"{report[k]['parse_failures_grounding']:.3f}" for k in ("real", "blank")
+                if "parse_failures_grounding" in report[k]]
     (out / "learning.md").write_text(
         f"Tiny RSCoVLM, {steps} steps × batch 8 on {train_n} synthetic SFT records "
         f"({report['train_seconds']} s, {report['steps_per_second']} steps/s, final loss "
         f"{report['final_train_loss']:.3f}); {heldout_n} held-out records.\n\n"
-        "| task | real images | blank images | questions |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+        "| task | real images | blank images | questions |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        + (f"\nGrounding answers that did not parse: {failures[0]} (real), {failures[1]} (blank).\n" if failures else ""))
     return report
 
 

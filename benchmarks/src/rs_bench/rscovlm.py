@@ -7,8 +7,10 @@ Scores (greedy decoding, prompt = the conversation up to the question, earlier g
 - classification: exact match after ``rscovlm.parsing.normalize_answer`` ("What type of area / kind of scene …"),
   the headline (the package's learning check);
 - counting: accuracy of ``rscovlm.parsing.parse_count`` against the gold count ("How many …");
-- grounding: Acc@0.5 (IoU > 0.5, ``rs_shared.metrics.boxes.xyxy_iou``) of the first ``x1,y1,x2,y2`` of the answer
-  (the synthetic grounding answers carry no label, so ``parse_grounding``'s label rule does not apply).
+- grounding: Acc@0.5 of ``find the {expression}`` answers as ``rscovlm-eval --task vg`` scores them: the first line
+  read by the strict ``rscovlm.parsing.parse_grounding`` (``x1,y1,x2,y2 label``, integers of the resized frame), IoU
+  **> 0.5** with RSCoVLM's 1-px overlap rule (``rs_shared.metrics.detection.grounding_accuracy``); an unreadable
+  answer is wrong and counted in ``parse_failures_grounding`` (the fraction of grounding answers that did not parse).
 
 The helpers here also serve ``benchmarks/rscovlm_learning.py`` (the long learning benchmark of the package README).
 Inference latency is one greedy answer (at most 24 new tokens) to one question about one image.
@@ -29,7 +31,6 @@ from .measure import LOOP_OVERRIDES, Stages, parameter_count, training_speed
 
 CLASS_QUESTION = re.compile(r"^(what type of area|what kind of scene)", re.I)
 COUNT_QUESTION = re.compile(r"^how many", re.I)
-BOX = re.compile(r"^(-?[0-9]{1,6}),(-?[0-9]{1,6}),(-?[0-9]{1,6}),(-?[0-9]{1,6})")
 MAX_NEW_TOKENS = 24
 TASKS = ("classification", "counting", "grounding")
 
@@ -69,21 +70,25 @@ def questions(dataset) -> list[dict]:
     return out
 
 
-def correct(task: str, output: str, answer: str) -> bool:
-    """Whether ``output`` answers a ``task`` question whose gold answer is ``answer`` (module docstring)."""
-    from rs_shared.metrics.boxes import xyxy_iou
-    from rscovlm.parsing import normalize_answer, parse_count
+def correct(task: str, output: str, answer: str) -> bool | None:
+    """Whether ``output`` answers a ``task`` question whose gold answer is ``answer`` (module docstring); ``None``
+    for a grounding answer the strict parser cannot read (wrong, and counted as a parse failure)."""
+    from rs_shared.data.geometry import Boxes
+    from rs_shared.metrics.detection import grounding_accuracy
+    from rscovlm.parsing import normalize_answer, parse_count, parse_grounding
 
     if task == "counting":
         parsed = parse_count(output)
         return parsed.ok and parsed.value == int(answer)
     if task == "classification":
         return normalize_answer(output) == normalize_answer(answer)
-    match, gold = BOX.match(output.strip()), BOX.match(answer)
-    if match is None:
-        return False
-    pred = np.array([[float(v) for v in match.groups()]])
-    return bool(xyxy_iou(pred, np.array([[float(v) for v in gold.groups()]]))[0, 0] > 0.5)
+    parsed, gold = parse_grounding(output), parse_grounding(answer)
+    if not gold.ok:
+        raise ValueError(f"gold grounding answer {answer!r}: {gold.failure}")
+    if not parsed.ok:
+        return None
+    boxes = [Boxes([r.value.coords], "xyxy", "pixel") for r in (parsed, gold)]
+    return grounding_accuracy(boxes[:1], boxes[1:], threshold=0.5, official_iou=True)["correct"] == 1
 
 
 def generate_answer(loaded, renderer, messages: list[dict], images: list[np.ndarray]) -> str:
@@ -107,10 +112,11 @@ def prompt_images(dataset, prompt: dict, blank: bool) -> list[np.ndarray]:
 
 
 def score(loaded, dataset, prompts: list[dict], blank: bool) -> dict[str, Any]:
-    """Accuracy per task (and ``n_<task>``, the number of questions) of ``loaded`` on ``prompts``; ``"outputs"``
-    holds the generated answers in prompt order and ``"seconds"`` the time of each generation."""
+    """Accuracy per task, ``n_<task>`` (the number of questions) and ``parse_failures_grounding`` (the fraction of
+    grounding answers the strict parser could not read) of ``loaded`` on ``prompts``; ``"outputs"`` holds the
+    generated answers in prompt order and ``"seconds"`` the time of each generation."""
     renderer = loaded.renderer()
-    hits: dict[str, list[bool]] = {}
+    hits: dict[str, list[bool | None]] = {}
     outputs, seconds = [], []
     for prompt in prompts:
         images = prompt_images(dataset, prompt, blank)
@@ -119,8 +125,11 @@ def score(loaded, dataset, prompts: list[dict], blank: bool) -> dict[str, Any]:
         seconds.append(time.perf_counter() - start)
         outputs.append(output)
         hits.setdefault(prompt["task"], []).append(correct(prompt["task"], output, prompt["answer"]))
-    return ({task: float(np.mean(v)) for task, v in sorted(hits.items())}
-            | {f"n_{task}": len(v) for task, v in sorted(hits.items())} | {"outputs": outputs, "seconds": seconds})
+    failures = {"parse_failures_grounding": float(np.mean([h is None for h in hits["grounding"]]))} \
+        if "grounding" in hits else {}
+    return ({task: float(np.mean([bool(h) for h in v])) for task, v in sorted(hits.items())}
+            | {f"n_{task}": len(v) for task, v in sorted(hits.items())} | failures
+            | {"outputs": outputs, "seconds": seconds})
 
 
 def run(work: Path, budget: str, seed: int, stages: Stages) -> dict[str, Any]:

@@ -75,11 +75,11 @@ def test_dataset_rescales_boxes_and_random_resizes_only_box_records(synthetic, t
             continue
         scale = drawn.frames[0].resized[0] / 224
         assert drawn.frames[0].resized != (224, 224) or scale == 1
-        original = record.messages[-1].content[0].text
-        rescaled = training.messages(i)[-1]["content"][0]["text"]
-        assert rescaled == rescale_text_boxes(original, drawn.frames[0], "pixel")
+        originals = [m.content[0].text for m in record.messages if m.role == "assistant"]  # grounding: 1-3 turns
+        rescaled = [m["content"][0]["text"] for m in training.messages(i) if m["role"] == "assistant"]
+        assert rescaled == [rescale_text_boxes(text, drawn.frames[0], "pixel") for text in originals]
         supervised = tiny.tokenizer.decode(drawn.input_ids[drawn.labels != -100])
-        assert supervised == rescaled + "<|im_end|>"
+        assert supervised == "".join(text + "<|im_end|>" for text in rescaled)
     i = next(k for k, r in enumerate(synthetic) if r.coords is not None)
     first = training[i].frames
     assert training[i].frames == first  # deterministic per (seed, epoch, index)

@@ -172,7 +172,8 @@ def _synthetic_record(task: str, scene, rng: np.random.Generator, image: str) ->
             expr = referring_expression(scene, int(target), rng)
             if expr is not None:
                 box = [int(v) for v in scene.boxes("xyxy").data[expr.target]]
-                return {"image": image, "question": expr.text, "bbox": box}
+                target = expr.text.removeprefix("the ")  # asked as "find the {target}", as in the training records
+                return {"image": image, "question": target, "bbox": box}
         return None
     if task == "cap":
         return {"image": image, "question": CAPTION_PROMPT, "answers": [holistic_sentence(scene, rng)]}

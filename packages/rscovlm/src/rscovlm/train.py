@@ -105,7 +105,8 @@ class DataSection:
     mixture_seed: int = field(default=42, metadata=_help("seed of the NAME%P subsets (random.Random)"))
     synthetic_dir: str = field(default="data/rscovlm-synthetic", metadata=_help(
         "where the synthetic SFT set is written (reused when it exists)"))
-    synthetic_n: int = field(default=2000, metadata=_help("synthetic SFT records (1/3 QA, detection, grounding)"))
+    synthetic_n: int = field(default=2000, metadata=_help(
+        "synthetic SFT records (1/3 each: QA, detection, grounding)"))
     synthetic_seed: int = field(default=0, metadata=_help("seed of the synthetic SFT set"))
     max_length: int = field(default=6144, metadata=_help("samples are truncated to this many tokens"))
     random_resize_prob: float = field(default=1.0, metadata=_help(
