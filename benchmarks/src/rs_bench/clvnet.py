@@ -26,11 +26,12 @@ class Budget:
     steps: int  # optimiser steps (batch size: the preset's)
     tiles: int  # synthetic GeoPixelD tiles (80 % train, 20 % test)
     latency_calls: int
+    sam_steps: int  # box-prompted pre-training of the tiny SAM2 (cached after the first run; 0: a random SAM2)
 
 
-BUDGETS = {"smoke": Budget(steps=4, tiles=10, latency_calls=2),
-           "quick": Budget(steps=120, tiles=60, latency_calls=6),
-           "full": Budget(steps=600, tiles=300, latency_calls=12)}
+BUDGETS = {"smoke": Budget(steps=4, tiles=10, latency_calls=2, sam_steps=0),
+           "quick": Budget(steps=120, tiles=60, latency_calls=6, sam_steps=0),
+           "full": Budget(steps=600, tiles=300, latency_calls=12, sam_steps=2000)}
 
 
 def teacher_forced_losses(model, dataset) -> dict[str, float]:
@@ -70,7 +71,8 @@ def run(work: Path, budget: str, seed: int, stages: Stages) -> dict[str, Any]:
     cfg = load_config(CLVNetTrainConfig, CONFIG_DIR / "tiny-synthetic.yaml", [
         *LOOP_OVERRIDES, f"train.output_dir={work / 'run'}", f"train.seed={seed}", f"train.max_steps={b.steps}",
         f"train.schedule.warmup_steps={b.steps // 10}", f"model.seed={seed}",
-        f"data.synthetic_dir={work / 'data'}", f"data.synthetic_n={b.tiles}", f"data.synthetic_seed={seed}"])
+        f"data.synthetic_dir={work / 'data'}", f"data.synthetic_n={b.tiles}", f"data.synthetic_seed={seed}",
+        f"model.tiny_sam_steps={b.sam_steps}"])
     with stages("data", f"{b.tiles} synthetic GeoPixelD tiles"):
         root = training_data(cfg.data)
     with stages("train", f"{b.steps} steps × batch {cfg.train.batch_size}"):

@@ -73,7 +73,7 @@ BUDGETS: dict[str, dict[str, dict[str, object]]] = {
                     "train.eval_every": 150, "train.save_every": 150, "train.schedule.warmup_steps": 15,
                     "data.val_max": 100},
         "clvnet": {"data.synthetic_n": 300, "train.max_steps": 120, "train.save_every": 120,
-                   "train.schedule.warmup_steps": 12, "eval.max_samples": 20},
+                   "train.schedule.warmup_steps": 12, "eval.max_samples": 20, "model.tiny_sam_steps": 0},
         # below ~500 steps the tiny RSCoVLM answers with repeated tokens; at 500-600 it gives short answers
         "rscovlm": {"data.synthetic_n": 240, "train.max_steps": 500, "train.save_every": 500,
                     "eval.synthetic_samples": 8},
@@ -84,7 +84,8 @@ BUDGETS: dict[str, dict[str, dict[str, object]]] = {
                     "train.save_every": 4, "train.schedule.warmup_steps": 1, "data.val_max": 4,
                     "data.eval_batch_size": 4},
         "clvnet": {"data.synthetic_n": 10, "train.max_steps": 4, "train.batch_size": 2, "train.save_every": 4,
-                   "train.schedule.warmup_steps": 1, "eval.max_samples": 2, "eval.caption_metrics": "false"},
+                   "train.schedule.warmup_steps": 1, "eval.max_samples": 2, "eval.caption_metrics": "false",
+                   "model.tiny_sam_steps": 0},
         "rscovlm": {"data.synthetic_n": 12, "train.max_steps": 4, "train.batch_size": 2, "train.save_every": 4,
                     "eval.synthetic_samples": 2},
     },

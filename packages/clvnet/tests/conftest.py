@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clvnet.configuration import CLVNetConfig
-from clvnet.data import GCGTrainDataset, ensure_synthetic_gcg
+from clvnet.data import SYNTHETIC_REGIONS, GCGTrainDataset, ensure_synthetic_gcg
 from clvnet.modeling import CLVNetModel
 from clvnet.processing import CLVNetProcessor
 from clvnet.tokenizer import TokenIds, build_tiny_tokenizer, load_tokenizer
@@ -33,8 +33,9 @@ def tokenizer(tokenizer_dir):
 
 @pytest.fixture(scope="session")
 def gcg_root(tmp_path_factory):
-    """The embedded synthetic GeoPixelD dataset (40 tiles, seed 0, 128 px), as ``clvnet-train`` writes it."""
-    return ensure_synthetic_gcg(tmp_path_factory.mktemp("gcg") / "synthetic", n=N_TILES)
+    """The embedded synthetic GeoPixelD dataset (40 tiles, seed 0, 128 px, 2 regions per tile), as ``clvnet-train
+    --config tiny-synthetic`` writes it."""
+    return ensure_synthetic_gcg(tmp_path_factory.mktemp("gcg") / "synthetic", n=N_TILES, regions=SYNTHETIC_REGIONS)
 
 
 @pytest.fixture(scope="session")

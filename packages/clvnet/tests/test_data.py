@@ -27,6 +27,11 @@ def root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def regions_root(tmp_path_factory):
+    return ensure_synthetic_gcg(tmp_path_factory.mktemp("data") / "gcg", n=N_TILES, seed=5, size=SIZE, regions=2)
+
+
+@pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     return build_tiny_tokenizer(tmp_path_factory.mktemp("tok"))
 
@@ -35,6 +40,12 @@ def tokenizer(tmp_path_factory):
 def processor(tokenizer):
     return CLVNetProcessor(tokenizer, vision_image_size=28, patch_size=7, hd_num=4, region_tokens=4,
                            sam_image_size=32)
+
+
+@pytest.fixture(scope="module")
+def in_box(tokenizer):
+    return CLVNetProcessor(tokenizer, vision_image_size=28, patch_size=7, hd_num=4, region_tokens=4,
+                           sam_image_size=32, box_targets="in_box")
 
 
 def test_ensure_synthetic_gcg_and_splits(root, tmp_path):
@@ -136,3 +147,42 @@ def test_loader_and_records(root, processor):
     assert batch["boxes"].shape == (2, 4)
     assert [r["name"] for r in records] == [dataset.records[0].name, dataset.records[1].name]
     assert set(records[0]) == set(RECORD_KEYS)
+
+
+def test_in_box_training_answers_one_region_with_its_box(regions_root, in_box, tokenizer):
+    dataset = GCGTrainDataset(regions_root, in_box, split="train", seed=3)
+    chosen = set()
+    for index, record in enumerate(dataset.records):
+        item = dataset[index]
+        k = next(k for k, r in enumerate(record.regions) if r.caption.markup == item["markup"])
+        chosen.add(k)
+        region = record.region(k)
+        np.testing.assert_array_equal(item["box"].numpy(), np.float32(region.box))
+        np.testing.assert_array_equal(item["gt_masks"].numpy(), region.phrase_masks())
+        answer = item["input_ids"][item["labels"] != IGNORE_INDEX]
+        assert tokenizer.decode(answer) == region.caption.markup + "[UNUSED_TOKEN_145]\n</s>"
+        assert torch.equal(item["input_ids"], dataset[index]["input_ids"])  # the draw is reproducible
+        # every phrase's mask lies inside the prompt box
+        x1, y1, x2, y2 = region.box
+        outside = item["gt_masks"].clone()
+        outside[:, int(y1):int(np.ceil(y2)), int(x1):int(np.ceil(x2))] = False
+        assert not outside.any(), record.name
+    assert chosen == {0, 1}
+
+
+def test_in_box_evaluation_uses_region_0_and_the_next_tiles_region_box(regions_root, in_box):
+    dataset = GCGEvalDataset(regions_root, in_box, split="train")
+    wrong = GCGEvalDataset(regions_root, in_box, split="train", wrong_box=True)
+    for index, record in enumerate(dataset.records):
+        item = dataset[index]
+        assert item["markup"] == record.regions[0].caption.markup
+        np.testing.assert_array_equal(item["box"].numpy(), np.float32(record.regions[0].box))
+        np.testing.assert_array_equal(wrong[index]["gt_masks"].numpy(), record.region(0).phrase_masks())
+        other = dataset.records[(index + 1) % len(dataset)]
+        np.testing.assert_allclose(wrong[index]["box"].numpy(), other.regions[0].box)  # same tile size
+
+
+def test_in_box_needs_region_captions(root, in_box):
+    with pytest.raises(ValueError, match=r"gcg: tile S0000\d \(id \d\) has no box-conditioned captions, which "
+                                         r"box_targets 'in_box' needs .* use box_targets 'full'"):
+        GCGTrainDataset(root, in_box, split="train")

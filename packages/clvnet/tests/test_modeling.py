@@ -4,6 +4,7 @@ the meta device, Partial LoRA, LoRA mode, save/load, gradients, ablations and gr
 import numpy as np
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassClassValidationError
 from rs_shared.hub import WeightsMismatchError
 
 from clvnet.configuration import CLVNetConfig
@@ -442,6 +443,28 @@ def test_no_cgformer_ablation_uses_the_seg_states(make_model, train_batch):
         logits, _, _ = model.decode_masks(features, i, model.text_projector(f_h),
                                           tuple(train_batch["image_sizes"][i].tolist()))
     torch.testing.assert_close(out.pred_masks[i], logits)  # f_g := f_h (GeoPixel's path)
+
+
+def test_sam_box_prompt_adds_the_box_corners_after_each_seg_prompt(make_model, train_batch):
+    model = make_model(sam_box_prompt=True)
+    with pytest.raises(StrictDataclassClassValidationError, match="sam_box_prompt needs use_box_prompt"):
+        make_model(sam_box_prompt=True, use_box_prompt=False)
+    seen = []
+    hook = model.sam.mask_decoder.register_forward_hook(lambda m, args, kwargs, out: seen.append(kwargs),
+                                                        with_kwargs=True)
+    with torch.no_grad():
+        out = model(**train_batch)
+        moved = model(**{**train_batch, "boxes": train_batch["boxes"] * 0.5})
+    hook.remove()
+    counts = seg_counts(train_batch, model.config)
+    assert [tuple(k["sparse_prompt_embeddings"].shape) for k in seen[:2]] == [(1, n, 4, 32) for n in counts]
+    # the corner tokens are SAM2's own box embedding of the box scaled to its input (128 px: the tiles' size)
+    box = train_batch["boxes"][1]
+    corners, _ = model.sam.prompt_encoder(None, None, box.expand(1, counts[1], 4), None)
+    torch.testing.assert_close(seen[1]["sparse_prompt_embeddings"][:, :, 1:], corners)
+    assert all(not torch.equal(a, b) for a, b in zip(out.pred_masks, moved.pred_masks))  # the masks read the box
+    assert torch.equal(out.loss_caption, moved.loss_caption)  # the LLM does not see `boxes` (only region tokens)
+    assert torch.isfinite(backward(model, train_batch).loss)
 
 
 def test_cgformer_context_options(make_model):

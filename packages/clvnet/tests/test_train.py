@@ -15,9 +15,10 @@ from clvnet.tokenizer import load_tokenizer
 
 
 def args(out, gcg_root, *extra) -> list[str]:
-    """The tiny-synthetic preset cut to 2 steps of batch 2 on the session's 40 synthetic tiles; the model card's
-    evaluation on 2 test tiles without caption metrics."""
-    return ["--config", "tiny-synthetic", "--train.output_dir", str(out), "--train.max_steps", "2",
+    """The tiny-synthetic preset cut to 2 steps of batch 2 on the session's 40 synthetic tiles, with a random SAM2
+    (no pre-training); the model card's evaluation on 2 test tiles without caption metrics."""
+    return ["--config", "tiny-synthetic", "--model.tiny_sam_steps", "0", "--train.output_dir", str(out),
+            "--train.max_steps", "2",
             "--train.batch_size", "2", "--train.log_every", "1", "--train.tensorboard", "false",
             "--data.synthetic_dir", str(gcg_root), "--data.synthetic_n", "40", "--eval.caption_metrics", "false",
             "--eval.max_samples", "2", *extra]

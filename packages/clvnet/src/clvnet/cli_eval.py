@@ -1,8 +1,11 @@
 """``clvnet-eval``: score a saved CLV-Net on GeoPixelD-format tiles by the GCG protocol (spec §4) and write
 ``metrics.json``, ``metrics.md`` and ``predictions.jsonl`` into ``--out``.
 
-Each tile is prompted with the union box of its ground-truth masks (§8); ``--wrong-box`` uses the union box of
-the next tile instead (a control: a model that reads the box should lose mIoU). Recall compares phrases with
+What a tile is scored against follows the model's ``box_targets`` (or ``--box-targets``): with ``full`` each tile
+is prompted with the union box of its ground-truth masks and scored against its holistic caption (§8); with
+``in_box`` it is prompted with its first region's box and scored against that region's caption and masks (the
+tiles' box-conditioned ``regions``). ``--wrong-box`` uses the next tile's box of the same kind instead (a control: a
+model that reads the box should lose mIoU). Recall compares phrases with
 GLaMM's BERT similarity when ``--bert`` names a local bert-base-uncased directory; otherwise with exact phrase
 matching (non-standard; fine for synthetic data). METEOR and CIDEr need Java >= 8 (``--no-caption-metrics``
 skips them).
@@ -39,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                                         "default: all tiles of --data, 'test' with --synthetic")
     parser.add_argument("--bert", help="local bert-base-uncased directory for recall's phrase similarity (GLaMM); "
                                        "default: exact phrase matching (non-standard)")
+    parser.add_argument("--box-targets", choices=("full", "in_box"),
+                        help="full: union box, holistic caption; in_box: the tile's region 0 box and its caption "
+                             "(needs 'regions' in the tile files); default: the model config's box_targets")
     parser.add_argument("--wrong-box", action="store_true",
-                        help="prompt each tile with the next tile's union box (control experiment)")
+                        help="prompt each tile with the next tile's box (control experiment)")
     parser.add_argument("--out", default="clvnet_eval", help="output directory (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per generation call (default: 1)")
     parser.add_argument("--max-samples", type=int, help="evaluate only the first N tiles")
@@ -70,15 +76,16 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate as the parsed ``args`` say and write the report; returns the :func:`evaluate_gcg` result."""
-    from .data import GCGEvalDataset, collate_with_records, ensure_synthetic_gcg
+    from .data import SYNTHETIC_REGIONS, GCGEvalDataset, collate_with_records, ensure_synthetic_gcg
 
     _check_args(args)
     out = Path(args.out)
     data, split = args.data, args.split
     if args.synthetic:
-        data = ensure_synthetic_gcg(out / "data", args.synthetic_samples, args.seed)
+        data = ensure_synthetic_gcg(out / "data", args.synthetic_samples, args.seed, regions=SYNTHETIC_REGIONS)
         split = split or "test"
     model, processor = predict.load_for_inference(args.model, args.device)
+    processor.box_targets = args.box_targets or processor.box_targets
     dataset = GCGEvalDataset(data, processor, split=split, wrong_box=args.wrong_box)
     items = Subset(dataset, range(min(args.max_samples or len(dataset), len(dataset))))
     loader = DataLoader(items, batch_size=args.batch_size, shuffle=False,
@@ -89,7 +96,8 @@ def run(args: argparse.Namespace) -> dict:
     result = evaluate_gcg(model, loader, similarity=args.bert, caption_metrics=not args.no_caption_metrics,
                           caption_tokenizer=args.caption_tokenizer, tokenizer=processor.tokenizer,
                           max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
-    config = {**vars(args), "data": str(data), "split": split, "num_tiles": len(items)}
+    config = {**vars(args), "data": str(data), "split": split, "box_targets": processor.box_targets,
+              "num_tiles": len(items)}
     write_report(result, out, config=config)
     return result
 

@@ -31,6 +31,12 @@ class CLVNetConfig(PreTrainedConfig):
         global view instead of the region tokens).
     box_union_prob, box_jitter (`float`): [RECON] §8 training box rule: with this probability the union box of all
         phrase masks, else one random phrase's box jittered by up to ± this fraction of its size.
+    box_targets (`str`): [RECON] §8 open decision, what the answer to a box describes: ``"full"`` (the tile's
+        holistic caption and every phrase mask, whatever the box; GeoPixelD has nothing else) or ``"in_box"`` (a
+        box-conditioned caption: only the phrases inside the box, from the tiles' ``regions``; the box is the
+        region's). Data loading, training and ``clvnet-eval`` follow it.
+    sam_box_prompt (`bool`): [RECON] also give the box prompt to the SAM2 prompt encoder (its two corner tokens
+        after each object's [SEG] prompt token); off in the spec (§1.3: one sparse token per object).
     partial_lora_rank, partial_lora_alpha (`int`): IXC-2.5's frozen Partial LoRA on every LLM linear, applied at
         image and region positions only; rank 0 = absent.
     llm_training (`str`): ``"lora"`` (the paper: peft LoRA on the LLM, new-token rows and heads trainable) or
@@ -68,6 +74,8 @@ class CLVNetConfig(PreTrainedConfig):
     use_box_prompt: bool = True
     box_union_prob: float = 0.5
     box_jitter: float = 0.1
+    box_targets: str = "full"
+    sam_box_prompt: bool = False
     partial_lora_rank: int = 256
     partial_lora_alpha: int = 256
     llm_training: str = "lora"
@@ -116,10 +124,12 @@ class CLVNetConfig(PreTrainedConfig):
         """Reject settings the network cannot be built with (called by the model)."""
         choices = {"llm_training": ("lora", "full"), "cgformer_context": ("region", "region+global"),
                    "seg_state": ("at_token", "before_token"), "bos_position": ("before_image", "after_image"),
-                   "csc_reduction": ("mean", "sum")}
+                   "csc_reduction": ("mean", "sum"), "box_targets": ("full", "in_box")}
         for field, allowed in choices.items():
             if getattr(self, field) not in allowed:
                 raise ValueError(f"CLVNetConfig.{field} must be one of {allowed}, got {getattr(self, field)!r}")
+        if self.sam_box_prompt and not self.use_box_prompt:
+            raise ValueError("CLVNetConfig.sam_box_prompt needs use_box_prompt (there is no box to give SAM2)")
         side = self.region_side
         if side * side != self.region_tokens:
             raise ValueError(f"region_tokens must be a square k² (RoIAlign to 2k × 2k, 2×2 merge), got "

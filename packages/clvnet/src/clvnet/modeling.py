@@ -287,15 +287,24 @@ class CLVNetModel(PreTrainedModel):
         return maps
 
     def decode_masks(self, features: list[torch.Tensor], index: int, prompts: torch.Tensor,
-                     size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     size: tuple[int, int], box: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One image's N prompts (N, C) → mask logits (N, H, W) at ``size``, predicted IoU (N,), mask tokens (N, C).
-        One sparse token per object, the no-mask dense embedding, ``multimask_output=False`` (eval mode applies
-        SAM2's dynamic multimask fallback)."""
+        One sparse token per object — followed, with ``sam_box_prompt``, by the prompt encoder's embedding of
+        ``box`` (4,) (xyxy pixels of the original image; two corners and SAM2's padding token) — the no-mask dense
+        embedding, ``multimask_output=False`` (eval mode applies SAM2's dynamic multimask fallback)."""
         s0, s1, embedding = (f[index:index + 1] for f in features)
         dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(embedding)
+        sparse = prompts[None, :, None].to(embedding.dtype)
+        if self.config.sam_box_prompt:
+            if box is None:
+                raise ValueError("sam_box_prompt is on but no box was given to decode_masks")
+            scale = self.config.sam_image_size / box.new_tensor([size[1], size[0], size[1], size[0]])
+            corners, _ = self.sam.prompt_encoder(None, None, (box * scale).expand(1, len(prompts), 4), None)
+            sparse = torch.cat([sparse, corners.to(sparse.dtype)], dim=2)
         masks, iou, tokens, _ = self.sam.mask_decoder(
             image_embeddings=embedding, image_positional_embeddings=self.sam.get_image_wide_positional_embeddings(),
-            sparse_prompt_embeddings=prompts[None, :, None].to(embedding.dtype), dense_prompt_embeddings=dense,
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
             multimask_output=False, high_resolution_features=[s0, s1])
         logits = F.interpolate(masks[0, :, :1].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
         return logits, iou[0, :, 0], tokens[0, :, 0]
@@ -318,9 +327,11 @@ class CLVNetModel(PreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, clip_pixel_values: torch.Tensor,
                 image_grids: torch.Tensor, region_boxes: torch.Tensor, box_coords: torch.Tensor,
                 sam_pixel_values: torch.Tensor, image_sizes: torch.Tensor, labels: torch.Tensor | None = None,
-                gt_masks: list[torch.Tensor] | None = None, **metadata) -> CLVNetOutput:
+                gt_masks: list[torch.Tensor] | None = None, boxes: torch.Tensor | None = None,
+                **metadata) -> CLVNetOutput:
         """Teacher-forced pass over a collated batch (see :mod:`clvnet.processing`); losses need ``labels`` and
-        ``gt_masks``. Other batch entries (``boxes``, tile ids) are ignored."""
+        ``gt_masks``; ``boxes`` (B, 4) original pixels, read with ``sam_box_prompt``. Other batch entries (tile
+        ids) are ignored."""
         image_tokens, regions, global_tokens = self.encode_images(clip_pixel_values, image_grids, region_boxes,
                                                                   box_coords)
         embeds, visual = self.embed_inputs(input_ids, image_tokens, regions)
@@ -339,7 +350,8 @@ class CLVNetModel(PreTrainedModel):
             relation = self.relate(states, regions[i] if regions else None, global_tokens[i])
             grounded = relation.grounded if relation is not None else states  # f_g (f_h without CGFormer)
             logits, _, mask_tokens = self.decode_masks(features, i, self.text_projector(grounded),
-                                                       tuple(image_sizes[i].tolist()))
+                                                       tuple(image_sizes[i].tolist()),
+                                                       None if boxes is None else boxes[i])
             out.pred_masks.append(logits)
             if gt_masks is None:
                 continue
@@ -425,7 +437,8 @@ class CLVNetModel(PreTrainedModel):
             if len(states):
                 relation = self.relate(states, regions[i] if regions else None, global_tokens[i])
                 grounded = relation.grounded if relation is not None else states
-                logits, scores, _ = self.decode_masks(features, i, self.text_projector(grounded), size)
+                logits, scores, _ = self.decode_masks(features, i, self.text_projector(grounded), size,
+                                                      batch["boxes"][i] if "boxes" in batch else None)
                 masks, scores = (logits > 0).cpu().numpy(), scores.float().cpu().numpy()
             else:
                 masks, scores = np.zeros((0, *size), dtype=bool), np.zeros(0, dtype=np.float32)

@@ -37,6 +37,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IGNORE_INDEX = -100
 BOS_POSITIONS = ("before_image", "after_image")
+BOX_TARGETS = ("full", "in_box")
 PROMPT_HEADER = f"{IM_START}user\n"
 ASSISTANT_HEADER = f"{IM_END}\n{IM_START}assistant\n"
 ANSWER_CLOSE = f"{IM_END}\n"
@@ -230,13 +231,14 @@ class CLVNetProcessor:
 
     Settings (names of ``CLVNetConfig``): ``vision_image_size`` R, ``patch_size``, ``hd_num``,
     ``region_tokens`` K, ``sam_image_size`` S, ``bos_position``; the §8 box rule's ``box_union_prob`` (0.5) and
-    ``box_jitter`` (0.1); ``query`` (:data:`CLVNET_QUERY`). ``tokens_per_side`` T = R / patch_size / 2.
+    ``box_jitter`` (0.1); ``box_targets`` (``"full"`` or ``"in_box"``: which caption and masks a box gets, read by
+    the datasets of :mod:`clvnet.data`); ``query`` (:data:`CLVNET_QUERY`). ``tokens_per_side`` T = R / patch_size / 2.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, *, vision_image_size: int = 560, patch_size: int = 14,
                  hd_num: int = 9, region_tokens: int = 4, sam_image_size: int = 1024,
                  bos_position: str = "before_image", box_union_prob: float = 0.5, box_jitter: float = 0.1,
-                 query: str = CLVNET_QUERY):
+                 box_targets: str = "full", query: str = CLVNET_QUERY):
         if vision_image_size % (2 * patch_size):
             raise ValueError(f"vision_image_size {vision_image_size} must be a multiple of 2·patch_size "
                              f"({2 * patch_size}) for the 2×2 token merge")
@@ -245,6 +247,8 @@ class CLVNetProcessor:
         if not 0.0 <= box_union_prob <= 1.0 or not 0.0 <= box_jitter < 0.5:
             raise ValueError(f"need 0 ≤ box_union_prob ≤ 1 and 0 ≤ box_jitter < 0.5, got {box_union_prob}, "
                              f"{box_jitter}")
+        if box_targets not in BOX_TARGETS:
+            raise ValueError(f"box_targets must be one of {BOX_TARGETS}, got {box_targets!r}")
         self.tokenizer = tokenizer
         self.token_ids = TokenIds.of(tokenizer)
         self.vision_image_size = vision_image_size
@@ -255,6 +259,7 @@ class CLVNetProcessor:
         self.bos_position = bos_position
         self.box_union_prob = box_union_prob
         self.box_jitter = box_jitter
+        self.box_targets = box_targets
         self.query = query
         render_sequence(tokenizer, self.token_ids, 0, region_tokens, None, query, bos_position)  # checks the query
 
@@ -263,7 +268,7 @@ class CLVNetProcessor:
         """The settings of a :class:`~clvnet.configuration.CLVNetConfig`; without the box prompt (``use_box_prompt``
         false, the "w/o prompt box" ablation) the query has no ``<BOX>``."""
         kwargs = {name: getattr(config, name) for name in ("hd_num", "sam_image_size", "bos_position",
-                                                            "box_union_prob", "box_jitter")}
+                                                            "box_union_prob", "box_jitter", "box_targets")}
         return cls(tokenizer, vision_image_size=config.vision_config.image_size,
                    patch_size=config.vision_config.patch_size,
                    region_tokens=config.region_tokens if config.use_box_prompt else 0, **kwargs)
@@ -369,7 +374,7 @@ class CLVNetProcessor:
         return batch
 
 
-__all__ = ["ANSWER_CLOSE", "ASSISTANT_HEADER", "BOS_POSITIONS", "CLIP_MEAN", "CLIP_STD", "CLVNetProcessor",
-           "HDLayout", "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "PROMPT_HEADER", "box_coords", "check_box",
-           "hd_scale", "hd_transform", "normalize", "num_image_tokens", "random_box", "render_sequence",
+__all__ = ["ANSWER_CLOSE", "ASSISTANT_HEADER", "BOS_POSITIONS", "BOX_TARGETS", "CLIP_MEAN", "CLIP_STD",
+           "CLVNetProcessor", "HDLayout", "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "PROMPT_HEADER", "box_coords",
+           "check_box", "hd_scale", "hd_transform", "normalize", "num_image_tokens", "random_box", "render_sequence",
            "sam_transform", "union_box"]

@@ -5,8 +5,9 @@ over 150 steps then cosine decay, 10 epochs, batch 8, bf16; LoRA on the LLM plus
 P, SRAlign heads, the SAM2 mask decoder, the token-embedding and output matrices); CLIP and the SAM2 image
 encoder frozen. Loss: caption CE + 2·BCE + 0.5·Dice + λ·(L_rec + L_csc), λ = 1.
 
-``configs/tiny-synthetic.yaml`` trains the random tiny preset from scratch (every weight) on synthetic GCG tiles
-written by ``rs_shared`` (the embedded default). ``model.ablation`` applies one ablation row of the paper
+``configs/tiny-synthetic.yaml`` trains the tiny preset (every weight; SAM2 first pre-trained by box prompts,
+:mod:`clvnet.pretrain`) on synthetic GCG tiles written by ``rs_shared`` (the embedded default) with box-conditioned
+targets (``model.box_targets: in_box``). ``model.ablation`` applies one ablation row of the paper
 (Tables II–V) to either preset.
 
 Output (``<train.output_dir>``): ``model/`` (``save_pretrained`` weights + config + tokenizer, read by
@@ -63,7 +64,18 @@ class ModelSection:
     init: str = field(default="", metadata=_help(
         "start from a CLV-Net save_pretrained directory (weights, config and tokenizer; e.g. the output of "
         "clvnet-convert or an earlier run); required for the paper presets"))
+    box_targets: str = field(default="full", metadata=_help(
+        "what the answer to a box prompt describes (spec §8): full (the tile's holistic caption, every phrase; "
+        "GeoPixelD) or in_box (only the phrases inside the box: needs box-conditioned captions, the 'regions' of "
+        "the synthetic tiles, see data.synthetic_regions); also applied to a model.init directory"))
+    sam_box_prompt: bool = field(default=False, metadata=_help(
+        "also give the box prompt to SAM2's prompt encoder next to each [SEG] prompt (not in the spec)"))
     seed: int = field(default=0, metadata=_help("seed of the tiny preset's random weights"))
+    tiny_sam_steps: int = field(default=0, metadata=_help(
+        "tiny preset: start from a SAM2 pre-trained for this many steps by box prompts on synthetic scenes "
+        "(clvnet.pretrain; trained once, then read from the cache); 0: a random SAM2"))
+    tiny_sam_cache: str = field(default="", metadata=_help(
+        "cache directory of the pre-trained tiny SAM2; empty: $CLVNET_CACHE_DIR or ~/.cache/rs-vlm/clvnet"))
     gradient_checkpointing: bool = field(default=False, metadata=_help("gradient checkpointing in the LLM"))
 
     def validate(self) -> None:
@@ -72,6 +84,11 @@ class ModelSection:
         if self.ablation not in ABLATIONS:
             raise ValueError(f"model.ablation must be one of {sorted(a for a in ABLATIONS if a)} or empty, "
                              f"got {self.ablation!r}")
+        if self.box_targets not in ("full", "in_box"):
+            raise ValueError(f"model.box_targets must be full or in_box, got {self.box_targets!r}")
+        if self.tiny_sam_steps < 0 or (self.tiny_sam_steps and (self.preset != "tiny" or self.init)):
+            raise ValueError(f"model.tiny_sam_steps must be >= 0 and is only for the tiny preset without model.init, "
+                             f"got {self.tiny_sam_steps}")
         if self.preset != "tiny" and not self.init:
             raise ValueError(f"model.preset {self.preset} needs model.init: a CLV-Net directory made by "
                              "clvnet-convert from GeoPixel/IXC-2.5 weights (nothing is downloaded)")
@@ -89,6 +106,9 @@ class DataSection:
         "where the synthetic GCG tiles are written (reused when they exist)"))
     synthetic_n: int = field(default=6000, metadata=_help("synthetic tiles (80 % train, 20 % test)"))
     synthetic_seed: int = field(default=0, metadata=_help("seed of the synthetic tiles"))
+    synthetic_regions: int = field(default=0, metadata=_help(
+        "box-conditioned captions per synthetic tile (objects in a random region + their union box), besides the "
+        "holistic one; model.box_targets in_box needs them"))
 
 
 @dataclass
@@ -121,8 +141,10 @@ class CLVNetTrainConfig:
 
 def build_model(section: ModelSection, tokenizer_dir: Path) -> tuple[CLVNetModel, Any]:
     """``(model, tokenizer)`` in train mode with the trainable parameters set: a saved CLV-Net (``init``) or the
-    random tiny preset (its tokenizer is built offline into ``tokenizer_dir``)."""
-    overrides = ABLATIONS[section.ablation]
+    random tiny preset (its tokenizer is built offline into ``tokenizer_dir``; its SAM2 pre-trained with
+    ``tiny_sam_steps``)."""
+    overrides = {**ABLATIONS[section.ablation], "box_targets": section.box_targets,
+                 "sam_box_prompt": section.sam_box_prompt}
     if section.init:
         path = Path(section.init)
         if not (path / "config.json").is_file():
@@ -139,6 +161,11 @@ def build_model(section: ModelSection, tokenizer_dir: Path) -> tuple[CLVNetModel
         config.text_config.vocab_size = len(tokenizer)
         torch.manual_seed(section.seed)
         model = CLVNetModel(config)
+        if section.tiny_sam_steps:
+            from .pretrain import pretrained_tiny_sam2
+
+            model.sam.load_state_dict(pretrained_tiny_sam2(config.sam_config, section.tiny_sam_cache or None,
+                                                           steps=section.tiny_sam_steps))
     if section.gradient_checkpointing:
         model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.set_trainable_parameters()
@@ -154,7 +181,8 @@ def training_data(cfg: DataSection) -> Path:
             raise FileNotFoundError(f"data.train {path} does not exist: give GeoPixelD.json, its directory or a "
                                     "directory of per-tile files")
         return path
-    return ensure_synthetic_gcg(cfg.synthetic_dir, cfg.synthetic_n, cfg.synthetic_seed)
+    return ensure_synthetic_gcg(cfg.synthetic_dir, cfg.synthetic_n, cfg.synthetic_seed,
+                                regions=cfg.synthetic_regions)
 
 
 def save_model(model: CLVNetModel, tokenizer, out: Path) -> Path:
@@ -196,7 +224,8 @@ def training_summary(cfg: CLVNetTrainConfig, data: Path, tiles: int) -> dict[str
     if cfg.data.train:
         return {"data": str(data), "split": split, "tiles": tiles}
     return {"data": f"synthetic GeoPixelD tiles (rs_shared generator) in {data}", "split": split, "tiles": tiles,
-            "synthetic_n": cfg.data.synthetic_n, "synthetic_seed": cfg.data.synthetic_seed}
+            "synthetic_n": cfg.data.synthetic_n, "synthetic_seed": cfg.data.synthetic_seed,
+            "synthetic_regions": cfg.data.synthetic_regions}
 
 
 def run(cfg: CLVNetTrainConfig) -> dict[str, Any]:
