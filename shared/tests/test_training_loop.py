@@ -120,6 +120,14 @@ def test_bf16_autocast_and_clipping_run(tmp_path):
     assert result.step == 4 and np.isfinite(result.logs["loss"]) and "grad_norm" in result.logs
 
 
+def test_runs_of_one_process_may_change_precision(tmp_path):
+    # accelerate alone refuses a second precision in one process; a notebook or pytest session trains several
+    for k, precision in enumerate(("no", "bf16", "no")):
+        assert build_accelerator(config(tmp_path, mixed_precision=precision)).mixed_precision == precision
+        result = train(config(tmp_path / str(k), max_steps=2, mixed_precision=precision), linear(), blobs(), step_fn)
+        assert result.step == 2 and np.isfinite(result.logs["loss"])
+
+
 def test_resume_from_incomplete_checkpoint_is_a_clear_error(tmp_path):
     cfg = config(tmp_path, max_steps=4, save_every=2)
     train(cfg, linear(), blobs(), step_fn)

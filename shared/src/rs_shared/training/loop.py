@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, InitProcessGroupKwargs, send_to_device, set_seed
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
@@ -150,7 +151,21 @@ def build_accelerator(config: TrainConfig) -> Accelerator:
                            "without an error); use the DDP or DeepSpeed accelerate configs instead")
     elif not cuda:
         kwargs["cpu"] = True
+    _forget_single_process_precision(config.mixed_precision)
     return Accelerator(**kwargs)
+
+
+def _forget_single_process_precision(mixed_precision: str) -> None:
+    """Let a later run in the same single process use another ``mixed_precision``.
+
+    accelerate keeps one ``AcceleratorState`` per process and refuses a second precision ("cannot be
+    changed, restart your runtime"), so a notebook or test session that trains an fp32 model and then a bf16
+    one would fail. Without a process group nothing else depends on that state, so its precision-bearing
+    part is dropped (the process-level ``PartialState`` is kept); distributed runs are left untouched.
+    """
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != mixed_precision and not torch.distributed.is_initialized():
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def train(config: TrainConfig, model: torch.nn.Module, train_dataset: Sequence,
