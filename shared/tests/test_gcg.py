@@ -15,7 +15,6 @@ from rs_shared.data.gcg import (
     GEOPIXEL_GCG_INSTRUCTION,
     GCGDataset,
     GCGRegion,
-    GCGTile,
     TileName,
     check,
     clean_caption,
@@ -26,8 +25,8 @@ from rs_shared.data.gcg import (
     read_tiles,
     tile_name,
     to_hf_dataset,
-    write_geopixeld,
 )
+from rs_shared.data.gcg_writer import GCGTile, write_geopixeld
 from rs_shared.data.masks import polygons_to_mask, rle_to_mask
 
 W, H = 20, 16  # fixture images: 20 px wide, 16 px high

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from rs_shared.data.errors import DataFormatError
-from rs_shared.data.gcg import GCGTile, write_geopixeld
+from rs_shared.data.gcg_writer import GCGTile, write_geopixeld
 from torch.utils.data import DataLoader
 
 from clvnet.data import (

@@ -212,7 +212,8 @@ def _object_scene(s: int, i: int, size) -> Scene:
 def _write_gcg(out: Path, seeds, size, regions: int = 0) -> None:
     """Per tile: the holistic :func:`grounded_caption` and ``regions`` box-conditioned :func:`region_caption`
     (region ``k`` drawn from ``default_rng([seed, 1, k])``), each region's box enclosing its objects' polygons."""
-    from ..gcg import GCGRegion, GCGTile, parse_grounded_caption, write_geopixeld
+    from ..gcg import GCGRegion, parse_grounded_caption
+    from ..gcg_writer import GCGTile, write_geopixeld
 
     n = len(seeds)
     tiles: dict[str, list] = {"train": [], "test": []}
