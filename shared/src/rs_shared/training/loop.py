@@ -164,7 +164,8 @@ def _forget_single_process_precision(mixed_precision: str) -> None:
     part is dropped (the process-level ``PartialState`` is kept); distributed runs are left untouched.
     """
     state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") != mixed_precision and not torch.distributed.is_initialized():
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if state and state.get("_mixed_precision") != mixed_precision and not distributed:
         AcceleratorState._reset_state(reset_partial_state=False)
 
 
