@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from icipnet import IcipNetModel
 from icipnet.configuration import IcipNetConfig
 from icipnet.decoder import (
     AdaptiveRotatedConv2d,
@@ -14,6 +15,7 @@ from icipnet.decoder import (
     DyT,
     rotation_interpolation_matrix,
 )
+from icipnet.loss import icipnet_loss
 from torch import nn
 
 
@@ -177,6 +179,23 @@ def spec_table(theta: float) -> torch.Tensor:
             [0, 0, 0, 0, 0, 1 - c, 0, 0, c],
         ]
     return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_bf16_gradients_stay_finite_with_a_2x2_top_grid():
+    # The CIM pools NHWC Swin features, so its input is channels-last; with a 2×2 top grid (patch 4 on 64²) oneDNN's
+    # bf16 depthwise-conv weight gradient came back NaN or ~1e31 in some steps until CSA made its input NCHW.
+    torch.manual_seed(0)
+    model = IcipNetModel(IcipNetConfig.tiny(vocab_size=64, patch_size=4)).train()
+    assert model.config.stage_sizes[3] == 2
+    pixels, ids, target = torch.randn(8, 3, 64, 64), torch.randint(5, 60, (8, 16)), torch.rand(8, 64, 64) > 0.9
+    for _ in range(5):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = icipnet_loss(model(pixels, ids).logits, target.long())
+        loss.backward()
+        for name, p in model.named_parameters():
+            if p.grad is not None:
+                assert torch.isfinite(p.grad).all() and p.grad.abs().max() < 1e3, name
 
 
 def test_rotation_matrix_matches_spec_table_row_by_row():
