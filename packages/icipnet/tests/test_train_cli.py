@@ -117,6 +117,24 @@ def test_no_decay_groups_and_frozen_bert_parts():
     assert set(decay) == {n for n, p in model.named_parameters() if p.requires_grad}
 
 
+def test_relative_position_tables_can_learn_faster():
+    model = IcipNetModel(IcipNetConfig.tiny())
+    names = {id(p): n for n, p in model.named_parameters()}
+    optim = IcipNetTrainConfig().train.optim
+    for scale in (1.0, 20.0):
+        optimizer = build_optimizer(model, optim, param_groups(optim.weight_decay, position_lr_scale=scale))
+        for group in optimizer.param_groups:
+            tables = {"relative_position_bias_table" in names[id(p)] for p in group["params"]}
+            assert len(tables) == 1  # the tables have a group of their own
+            expected = scale * optim.lr if tables == {True} else optim.lr
+            assert group["lr"] == pytest.approx(expected), group["name"]
+            assert tables == {False} or group["weight_decay"] == 0.0
+    tiny = load_config(IcipNetTrainConfig, resolve_config("tiny-synthetic"))
+    assert tiny.model.position_lr_scale == 20 and IcipNetTrainConfig().model.position_lr_scale == 1.0
+    with pytest.raises(ValueError, match="position_lr_scale"):
+        ModelSection(position_lr_scale=0).validate()
+
+
 def test_training_leaves_bert_embeddings_unchanged(tmp_path):
     start = IcipNetModel(IcipNetConfig.tiny(vocab_size=len(build_synthetic_tokenizer(tmp_path / "init"))))
     start.save_pretrained(tmp_path / "init")
