@@ -1,8 +1,8 @@
 """Command-line tools: ``icipnet-train``, ``icipnet-eval``, ``icipnet-predict`` and ``icipnet-convert``.
 
 ``icipnet-convert`` turns an official ICIPNet/RMSIN checkpoint into a ``save_pretrained`` directory that
-the other two tools read. ``icipnet-train --config configs/tiny-synthetic.yaml`` trains on the embedded synthetic data; the
-packaged presets (``tiny-synthetic``, ``rrsisd``, ``refsegrs``) are found by name or as
+the other two tools read. ``icipnet-train --config configs/tiny-synthetic.yaml`` trains on the embedded
+synthetic data; the packaged presets (``tiny-synthetic``, ``rrsisd``, ``refsegrs``) are found by name or as
 ``configs/<name>.yaml`` from any directory. ``icipnet-eval`` scores a trained model by the official
 protocol (with the language controls) and writes ``report.json``, ``report.md`` and a picture of
 examples; ``icipnet-predict`` segments one image for one or more expressions.

@@ -113,7 +113,7 @@ class CrossScaleAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
-        # NCHW: oneDNN's bf16 depthwise weight gradient is garbage (NaN or ~1e17) for channels-last 2×2 maps
+        # NCHW: oneDNN's bf16 depthwise weight gradient is garbage (NaN, 1e17–1e31) for channels-last 2×2 maps
         x0 = self.norm_in(x).contiguous()
         scales = (x0, self.dwconv_s2(x0), self.dwconv_s3(x0))
         tokens = torch.cat([s.flatten(2) for s in scales], dim=2).transpose(1, 2)  # (B, T, C)

@@ -215,8 +215,9 @@ def run(cfg: IcipNetTrainConfig) -> dict[str, Any]:
         return {k: v for k, v in metrics.compute().items() if k != "n"}
 
     best = _KeepBest(model, tokenizer, out, accelerator)
-    result = train(cfg.train, model, train_set, step_fn, collate_fn=collate, eval_fn=eval_fn,
-                   param_groups=param_groups(cfg.train.optim.weight_decay, cfg.model.position_lr_scale), callbacks=[best], accelerator=accelerator)
+    groups = param_groups(cfg.train.optim.weight_decay, cfg.model.position_lr_scale)
+    result = train(cfg.train, model, train_set, step_fn, collate_fn=collate, eval_fn=eval_fn, param_groups=groups,
+                   callbacks=[best], accelerator=accelerator)
     final, evaluation = out / "model", None
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(final)
