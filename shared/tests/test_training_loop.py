@@ -152,6 +152,16 @@ def test_resume_of_a_finished_run_changes_nothing(tmp_path):
     assert [r["step"] for r in read_log(tmp_path / "run")] == [1, 2, 3, 4]
 
 
+def test_the_seed_fixes_the_weights_of_a_model_built_after_the_accelerator(tmp_path):
+    def built(seed: int) -> torch.Tensor:
+        torch.manual_seed(int(torch.randint(1 << 30, ())))  # whatever state the process happens to be in
+        build_accelerator(config(tmp_path, seed=seed))
+        return torch.nn.Linear(4, 4).weight.detach().clone()
+
+    first = built(3)
+    assert torch.equal(built(3), first) and not torch.equal(built(4), first)
+
+
 def test_too_few_batches_for_one_step(tmp_path):
     with pytest.raises(ValueError, match="fewer than grad_accum=4"):
         train(config(tmp_path, batch_size=8, grad_accum=4), linear(), blobs(16), step_fn)

@@ -130,7 +130,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def build_accelerator(config: TrainConfig) -> Accelerator:
-    """The :class:`Accelerator` for the current launch.
+    """The :class:`Accelerator` for the current launch, with Python, NumPy and torch seeded from
+    ``config.seed``: packages build their model right after this call, so a seed fixes the initial weights too
+    (torch's default generator otherwise starts from a random seed in every process).
 
     - DeepSpeed (``ACCELERATE_USE_DEEPSPEED=true``, set by ``accelerate launch`` with a DeepSpeed config):
       never ``cpu=True`` (it disables DeepSpeed); on CPU the gloo backend is named explicitly, without
@@ -152,7 +154,9 @@ def build_accelerator(config: TrainConfig) -> Accelerator:
     elif not cuda:
         kwargs["cpu"] = True
     _forget_single_process_precision(config.mixed_precision)
-    return Accelerator(**kwargs)
+    accelerator = Accelerator(**kwargs)
+    set_seed(config.seed)
+    return accelerator
 
 
 def _forget_single_process_precision(mixed_precision: str) -> None:
